@@ -1,0 +1,44 @@
+"""Per-note extraction: text → `Doc` → findings → summary. No I/O here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .findings import Finding, findings_from_doc
+from .nlp import build
+from .rules import RuleSet, load_rules
+from .summary import summarise
+
+
+@dataclass(frozen=True)
+class NoteResult:
+    note_id: str
+    findings: tuple[Finding, ...]
+    summary: dict
+
+
+class Extractor:
+    """Builds the pipeline once; `extract` one note or `pipe` many."""
+
+    def __init__(self, rules: RuleSet | None = None, rules_dir: str | Path | None = None):
+        self.rules = rules or load_rules(rules_dir)
+        self.nlp = build(self.rules)
+
+    def extract(self, text: str, note_id: str = "note") -> NoteResult:
+        return self._result(self.nlp(text), note_id)
+
+    def pipe(self, notes: Iterable[tuple[str, str]], batch_size: int = 32) -> Iterator[NoteResult]:
+        """(note_id, text) pairs in, results out in the same order."""
+        pairs = ((text, note_id) for note_id, text in notes)
+        for doc, note_id in self.nlp.pipe(pairs, as_tuples=True, batch_size=batch_size):
+            yield self._result(doc, note_id)
+
+    def doc(self, text: str):
+        """The processed spaCy `Doc` (for notebooks and visualisation)."""
+        return self.nlp(text)
+
+    @staticmethod
+    def _result(doc, note_id: str) -> NoteResult:
+        findings = tuple(findings_from_doc(doc, note_id))
+        return NoteResult(note_id, findings, summarise(note_id, doc.text, list(findings)))

@@ -1,0 +1,128 @@
+"""The finding record, made in exactly one place (`findings_from_doc`) from a processed `Doc`.
+
+Everything downstream (summary, tables, evaluation, explain) consumes `Finding` records.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+from spacy.tokens import Doc, Span
+
+from .labels import CONTEXT_ASSERTIONS, SECTION_ASSERTIONS
+from .sections import section_at
+
+
+@dataclass(frozen=True)
+class Finding:
+    note_id: str
+    label: str
+    assertion: str
+    laterality: str
+    progressive: bool
+    section: str | None
+    start: int
+    end: int
+    text: str
+    rule_id: str
+    cue: str | None = None        # the ConText trigger or section that decided the assertion
+    cue_rule_id: str | None = None
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+FINDING_FIELDS = tuple(f.name for f in fields(Finding))
+
+_LEFT = r"(?:left|lt|l|lle|left-sided|l-sided)"
+_RIGHT = r"(?:right|rt|r|rle|right-sided|r-sided)"
+_BILATERAL = (r"(?:bilateral(?:ly)?|bilat|b/l|ble|both (?:legs|feet|lower extremities|lower legs|sides|les|calves|thighs)"
+              r"|r\s*>\s*l|l\s*>\s*r|r\s*(?:and|&|/)\s*l|l\s*(?:and|&|/)\s*r|left and right|right and left"
+              r"|l\s*=\s*r|symmetric(?:al(?:ly)?)?)")
+_SIDE_WORD = re.compile(rf"(?<![\w/-])(?:(?P<bilateral>{_BILATERAL})|(?P<left>{_LEFT})|(?P<right>{_RIGHT}))(?![\w/-])",
+                        re.IGNORECASE)
+_PROGRESSIVE = re.compile(
+    r"\b(?:worsening|worsened|progressive(?:ly)?|progressing|progressed|progression|increasing(?:ly)?|spreading|"
+    r"spread(?:s|ed)? (?:to|into|up)|getting worse|deteriorat\w+|now (?:up to|to the|into|involves|involving|also|extends)|"
+    r"ascend\w+|was \d[+-]?/5,? (?:and )?now|(?:from|went from) \d[+-]?/5 to \d[+-]?/5|more (?:weak|numb)|weaker|worse (?:than|since))\b",
+    re.IGNORECASE)
+_CLAUSE_BREAK = re.compile(r"[,;:()]|\band\b|\bbut\b", re.IGNORECASE)
+
+
+def laterality(text: str, start: int, end: int, sent_start: int, sent_end: int) -> str:
+    """left/right/bilateral from the mention itself, else the nearest side word in its clause."""
+    inside = [m for m in _SIDE_WORD.finditer(text, start, end)]
+    if inside:
+        kinds = {m.lastgroup for m in inside}
+        if "bilateral" in kinds or kinds == {"left", "right"}:
+            return "bilateral"
+        return inside[0].lastgroup
+    before = text[max(sent_start, start - 40):start]
+    breaks = list(_CLAUSE_BREAK.finditer(before))
+    if breaks:
+        before = before[breaks[-1].end():]
+    after = text[end:min(sent_end, end + 30)]
+    cut = _CLAUSE_BREAK.search(after)
+    if cut:
+        after = after[:cut.start()]
+    candidates = [(len(before) - m.end(), m.lastgroup) for m in _SIDE_WORD.finditer(before)]
+    candidates += [(m.start() + 0.5, m.lastgroup) for m in _SIDE_WORD.finditer(after)]
+    if not candidates:
+        return "unspecified"
+    return min(candidates)[1]
+
+
+def is_progressive(text: str, start: int, end: int, sent_start: int, sent_end: int) -> bool:
+    """Described as worsening/progressing/spreading near the mention, in the same sentence."""
+    window = text[max(sent_start, start - 50):min(sent_end, end + 50)]
+    return bool(_PROGRESSIVE.search(window))
+
+
+def _context_assertion(ent: Span) -> tuple[str, str | None, str | None]:
+    categories = {}
+    for modifier in ent._.modifiers:
+        start, end = modifier.modifier_span
+        categories.setdefault(modifier.category, (ent.doc[start:end].text, modifier.rule.metadata.get("id")))
+    for category, assertion in CONTEXT_ASSERTIONS:
+        if category in categories:
+            cue, cue_id = categories[category]
+            return assertion, cue, cue_id
+    return "present", None, None
+
+
+def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
+    """One `Finding` per (matched target, label), with assertion, laterality, progression and section."""
+    findings = []
+    sections = doc._.lbp_sections
+    text = doc.text
+    for ent in doc.ents:
+        meta = ent._.target_rule.metadata
+        polarity = meta.get("polarity", "positive")
+        if polarity == "mask":
+            continue
+        section = section_at(sections, ent.start_char)
+        section_name = section.category if section else None
+        if polarity == "normal":
+            assertion, cue, cue_id = "negated", ent.text, meta["id"]
+        else:
+            assertion, cue, cue_id = _context_assertion(ent)
+        section_assertion = SECTION_ASSERTIONS.get(section_name)
+        if section_assertion == "historical":
+            if assertion == "present":  # "PMH: breast CA"; a negation in PMH stays a negation
+                assertion, cue, cue_id = "historical", section_name, section.rule_id
+        elif section_assertion:  # family history, patient instructions: whatever the wording
+            assertion, cue, cue_id = section_assertion, section_name, section.rule_id
+        labels = meta.get("negated_labels") if assertion == "negated" and "negated_labels" in meta \
+            else meta.get("labels", [ent.label_])
+        if not labels:
+            continue
+        sent = ent.sent
+        side = laterality(text, ent.start_char, ent.end_char, sent.start_char, sent.end_char)
+        progressive = is_progressive(text, ent.start_char, ent.end_char, sent.start_char, sent.end_char)
+        for label in labels:
+            findings.append(Finding(
+                note_id=note_id, label=label, assertion=assertion, laterality=side, progressive=progressive,
+                section=section_name, start=ent.start_char, end=ent.end_char, text=ent.text,
+                rule_id=meta["id"], cue=cue, cue_rule_id=cue_id,
+            ))
+    return findings

@@ -1,0 +1,116 @@
+"""Assemble the spaCy pipeline from the rule files: one place, named components, explicit rules.
+
+tokenizer (spaCy blank English) → `lbp_sections` → `lbp_sentences` → medspaCy TargetMatcher →
+medspaCy ConText. medspaCy's bundled rules never load: every rule comes from `patterns/`.
+"""
+from typing import Optional, Union
+
+import warnings
+from pathlib import Path
+
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from .rules import RuleSet, load_rules
+from .sections import find_sections
+from .sentences import sentence_starts, set_sentence_starts
+
+PIPELINE_NAME = "lbp.red_flags.v1"
+
+
+def _register_extensions() -> None:
+    if not Doc.has_extension("lbp_sections"):
+        Doc.set_extension("lbp_sections", default=())
+
+
+class SectionDetector:
+    """Finds section headers; stores `doc._.lbp_sections` as a tuple of `Section`."""
+
+    def __init__(self):
+        self.rules = []
+
+    def add(self, rules) -> None:
+        self.rules.extend(rules)
+
+    def __call__(self, doc: Doc) -> Doc:
+        doc._.lbp_sections = tuple(find_sections(doc.text, self.rules))
+        return doc
+
+
+class ClinicalSentencizer:
+    """Sets sentence starts from `sentence_starts` (lines, lists, headers, punctuation)."""
+
+    def __call__(self, doc: Doc) -> Doc:
+        headers = [s.start for s in doc._.lbp_sections]
+        set_sentence_starts(doc, sentence_starts(doc.text, headers))
+        return doc
+
+
+@Language.factory("lbp_sections", assigns=["doc._.lbp_sections"])
+def make_section_detector(nlp: Language, name: str) -> SectionDetector:
+    _register_extensions()
+    return SectionDetector()
+
+
+@Language.factory("lbp_sentences", requires=["doc._.lbp_sections"], assigns=["token.is_sent_start"])
+def make_sentencizer(nlp: Language, name: str) -> ClinicalSentencizer:
+    _register_extensions()
+    return ClinicalSentencizer()
+
+
+class NoCross:
+    """ConText veto: the modifier does not reach a target across any of these characters."""
+
+    def __init__(self, chars: str):
+        self.chars = chars
+
+    def __call__(self, target, modifier, span_between) -> bool:
+        return not any(c in span_between.text for c in self.chars)
+
+
+def _import_medspacy():
+    """Import medspaCy without letting it silence the host's warnings or PyRuSH's logging leak."""
+    from loguru import logger
+
+    logger.disable("PyRuSH")
+    logger.disable("PyFastNER")
+    with warnings.catch_warnings():
+        from medspacy.context import ConText, ConTextRule  # noqa: F401
+        from medspacy.target_matcher import TargetMatcher, TargetRule  # noqa: F401
+    return ConTextRule, TargetRule
+
+
+def build(rules: Optional[RuleSet] = None, rules_dir: Union[str, Path, None] = None) -> Language:
+    """The extraction pipeline built from validated rule files (default: the shipped `patterns/`)."""
+    ruleset = rules or load_rules(rules_dir)
+    ConTextRule, TargetRule = _import_medspacy()
+    nlp = spacy.blank("en")
+    nlp.add_pipe("lbp_sections").add(ruleset.section_rules)
+    nlp.add_pipe("lbp_sentences")
+    matcher = nlp.add_pipe("medspacy_target_matcher", config={"result_type": "ents", "prune": True})
+    matcher.add([
+        TargetRule(r["literal"], r["category"], pattern=r.get("pattern"), metadata=r["metadata"])
+        for r in ruleset.target_rules
+    ])
+    context = nlp.add_pipe("medspacy_context", config={"rules": None, "span_attrs": None})
+    context.add([_context_rule(ConTextRule, r) for r in ruleset.context_rules])
+    nlp.meta["lbp_rules_digest"] = ruleset.digest
+    nlp.meta["lbp_pipeline"] = PIPELINE_NAME
+    return nlp
+
+
+def _context_rule(ConTextRule, rule: dict):
+    meta = rule["metadata"]
+    return ConTextRule(
+        rule["literal"],
+        rule["category"],
+        pattern=rule.get("pattern"),
+        direction=rule.get("direction", "BIDIRECTIONAL"),
+        on_modifies=NoCross(meta["no_cross"]) if meta.get("no_cross") else None,
+        allowed_types=set(rule["allowed_types"]) if rule.get("allowed_types") else None,
+        excluded_types=set(rule["excluded_types"]) if rule.get("excluded_types") else None,
+        max_scope=rule.get("max_scope"),
+        max_targets=rule.get("max_targets"),
+        metadata=meta,
+    )

@@ -1,0 +1,55 @@
+"""Section detection: header rules (patterns/sections.json) → (start, end, category) spans."""
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+
+from .rules import SectionRule
+
+# A header counts at the start of the text, of a line (after bullets/spaces), or after a sentence end.
+_HEADER_CONTEXT = re.compile(r"(?:^|\n)[ \t\-\*•>#]*$|[.;!?)][ \t]+$")
+
+
+@dataclass(frozen=True)
+class Section:
+    start: int        # the header's first character
+    body_start: int   # first character after the header
+    end: int
+    category: str
+    rule_id: str
+
+
+def find_sections(text: str, rules: list[SectionRule]) -> list[Section]:
+    """The note's sections in order; text before the first header belongs to no section."""
+    headers: dict[int, tuple[int, SectionRule]] = {}
+    for rule in rules:
+        for match in rule.regex.finditer(text):
+            start = match.start()
+            while start < match.end() and text[start] in " \t\n":
+                start += 1
+            if not _HEADER_CONTEXT.search(text[max(0, start - 40):start]) and start != 0:
+                continue
+            previous = headers.get(start)
+            if previous is None or match.end() > previous[0]:
+                headers[start] = (match.end(), rule)
+    starts = sorted(headers)
+    sections = []
+    for i, start in enumerate(starts):
+        body_start, rule = headers[start]
+        if sections and start < sections[-1].body_start:
+            continue  # a header inside another header ("Assessment and Plan:" contains "Plan:")
+        end = starts[i + 1] if i + 1 < len(starts) else len(text)
+        sections.append(Section(start, body_start, end, rule.category, rule.id))
+    # Re-compute ends after dropping nested headers.
+    return [
+        Section(s.start, s.body_start, sections[i + 1].start if i + 1 < len(sections) else len(text),
+                s.category, s.rule_id)
+        for i, s in enumerate(sections)
+    ]
+
+
+def section_at(sections: list[Section], char: int) -> Section | None:
+    """The section containing character offset `char`, or None before the first header."""
+    i = bisect.bisect_right([s.start for s in sections], char) - 1
+    return sections[i] if i >= 0 else None
