@@ -78,6 +78,11 @@ def is_progressive(text: str, start: int, end: int, sent_start: int, sent_end: i
     return bool(_PROGRESSIVE.search(window))
 
 
+def context_categories(ent: Span) -> set[str]:
+    """The ConText categories that modify a span (for scoring flags independently)."""
+    return {modifier.category for modifier in ent._.modifiers}
+
+
 def _context_assertion(ent: Span) -> tuple[str, str | None, str | None]:
     categories = {}
     for modifier in ent._.modifiers:

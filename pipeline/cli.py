@@ -1,0 +1,147 @@
+"""The `lbp-audit` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _extractor(args):
+    from .extract import Extractor
+
+    return Extractor(rules_dir=args.rules)
+
+
+def cmd_run(args) -> int:
+    from .batch import run
+
+    columns = {k: v for k, v in (("note_id", args.id_column), ("text", args.text_column)) if v}
+    manifest = run(args.notes, args.out, fmt=args.format, columns=columns, snippets=not args.no_snippets,
+                   extractor=_extractor(args))
+    counts = manifest["counts"]
+    print(f"lbp-audit {__version__}: {counts['notes_read']} notes read, {counts['notes_written']} summarised, "
+          f"{counts['errors']} errors, {counts['findings']} findings")
+    for name, path in manifest["outputs"].items():
+        print(f"  {name:<9}{path}")
+    print(f"  manifest {Path(args.out) / 'manifest.json'}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .explain import render
+
+    if args.file:
+        text = Path(args.file).read_text(encoding="utf-8")
+    elif args.text and args.text != "-":
+        text = args.text
+    else:
+        text = sys.stdin.read()
+    result = _extractor(args).extract(text, note_id=args.note_id)
+    if args.json:
+        print(json.dumps({"summary": result.summary, "findings": [f.as_row() for f in result.findings]}, indent=2))
+    else:
+        print(render(result))
+    return 0
+
+
+def _fmt(value) -> str:
+    return "  -  " if value is None else f"{value:.3f}"
+
+
+def cmd_evaluate(args) -> int:
+    from .corpus import load_corpus
+    from .evaluate import evaluate_corpus, evaluate_negex_kit
+    from .tables import write_json
+
+    extractor = _extractor(args)
+    out = Path(args.out)
+    status = 0
+    if args.negex:
+        report = evaluate_negex_kit(args.negex, extractor)
+        print(f"NegEx/ConText test kit {args.negex}: {report['rows']} rows ({report['skipped']} skipped)")
+        print(f"{'':<14}{'P':>7}{'R':>7}{'F1':>7}{'acc':>7}")
+        for key in ("negation", "temporality", "experiencer"):
+            r = report[key]
+            print(f"{key:<14}{_fmt(r['precision']):>7}{_fmt(r['recall']):>7}{_fmt(r['f1']):>7}{_fmt(r['accuracy']):>7}")
+        write_json(report, out / "negex_kit.json")
+        if not args.corpus:
+            return 0
+    notes = load_corpus(args.corpus)
+    report = evaluate_corpus(notes, extractor)
+    print(f"Corpus: {report['notes']} notes")
+    print(f"{'LABEL':<30}{'P':>7}{'R':>7}{'F1':>7}{'TP':>5}{'FP':>5}{'FN':>5}")
+    for label, r in report["per_label"].items():
+        print(f"{label:<30}{_fmt(r['precision']):>7}{_fmt(r['recall']):>7}{_fmt(r['f1']):>7}"
+              f"{r['tp']:>5}{r['fp']:>5}{r['fn']:>5}")
+    m = report["micro"]
+    print(f"{'micro (present)':<30}{_fmt(m['precision']):>7}{_fmt(m['recall']):>7}{_fmt(m['f1']):>7}"
+          f"{m['tp']:>5}{m['fp']:>5}{m['fn']:>5}")
+    print(f"status accuracy (present/possible/absent/empty): {_fmt(report['status_accuracy'])}")
+    print(f"false alarms on documented-absent labels: {_fmt(report['false_alarm_rate'])} "
+          f"of {report['documented_absent']}")
+    for key, value in report["fields"].items():
+        print(f"{key} accuracy: {_fmt(value)}")
+    mentions = report["mentions"]
+    if mentions["gold"]:
+        print(f"mentions: {mentions['gold']} gold, recall {_fmt(mentions['recall'])}, "
+              f"assertion accuracy {_fmt(mentions['assertion_accuracy'])}")
+    if args.show_errors:
+        for row in report["mismatches"]:
+            print(f"  {row['note_id']:<14}{row['label']:<30}gold {row['gold']:<9}predicted {row['predicted']}")
+    path = write_json(report, out / "corpus.json")
+    print(f"report: {path}")
+    if args.min_micro_f1 is not None and (m["f1"] or 0) < args.min_micro_f1:
+        print(f"micro-F1 {_fmt(m['f1'])} is below the required {args.min_micro_f1}", file=sys.stderr)
+        status = 1
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lbp-audit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lbp-audit {__version__}")
+    parser.add_argument("--rules", help="folder of rule files (default: the shipped patterns/)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="extract findings from every note and write the tables")
+    p.add_argument("notes", help="CSV, JSONL or Parquet file, or a folder of .txt files")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    p.add_argument("--id-column", help="column holding the note id (default note_id)")
+    p.add_argument("--text-column", help="column holding the note text (default text)")
+    p.add_argument("--no-snippets", action="store_true", help="leave note text out of the findings table")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("explain", help="one note in the terminal: findings, assertions, evidence")
+    p.add_argument("text", nargs="?", help="the note text ('-' or nothing: read standard input)")
+    p.add_argument("--file", help="read the note from a file")
+    p.add_argument("--note-id", default="note")
+    p.add_argument("--json", action="store_true", help="print the findings and summary as JSON")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("evaluate", help="precision / recall / F1 against an annotated corpus")
+    p.add_argument("corpus", nargs="?", help="a .jsonl file or folder (default: the project's corpora/lbp)")
+    p.add_argument("--negex", help="also score a NegEx/ConText test-kit file (tab-separated)")
+    p.add_argument("--out", default="eval-out", help="folder for the JSON reports (default eval-out/)")
+    p.add_argument("--show-errors", action="store_true", help="list every label the pipeline got wrong")
+    p.add_argument("--min-micro-f1", type=float, help="exit 1 when micro-F1 falls below this")
+    p.set_defaults(func=cmd_evaluate)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as err:  # a clear one-line error; never note text
+        from .corpus import CorpusError
+        from .rules import RuleError
+        from .tables import InputError
+
+        if isinstance(err, (InputError, RuleError, CorpusError, FileNotFoundError)):
+            print(f"lbp-audit: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

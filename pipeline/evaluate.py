@@ -1,0 +1,161 @@
+"""Accuracy against annotated corpora: note-level statuses, mention-level assertions, and the
+sentence-level NegEx/ConText test-kit format."""
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from spacy.tokens import Span
+
+from .corpus import GoldNote
+from .extract import Extractor
+from .findings import context_categories
+from .labels import LABELS
+
+
+def prf(tp: int, fp: int, fn: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = (2 * precision * recall / (precision + recall)) if precision and recall else (0.0 if tp + fp and tp + fn else None)
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+
+
+def evaluate_corpus(notes: list[GoldNote], extractor: Extractor) -> dict:
+    """Per-label P/R/F1 of note-level `present`, status accuracy, false alarms, mention assertions."""
+    counts = {label: Counter() for label in LABELS}
+    status_total = status_right = absent_total = absent_false_alarm = 0
+    confusion: Counter = Counter()
+    field_right: Counter = Counter()
+    mention_total = mention_found = assertion_right = 0
+    mention_confusion: Counter = Counter()
+    mismatches = []
+    results = extractor.pipe((n.note_id, n.text) for n in notes)
+    for note, result in zip(notes, results):
+        predicted = result.summary
+        for label in LABELS:
+            gold = note.labels.get(label, "empty")
+            pred = predicted[label] or "empty"
+            status_total += 1
+            status_right += gold == pred
+            confusion[(gold, pred)] += 1
+            if gold != pred:
+                mismatches.append({"note_id": note.note_id, "label": label, "gold": gold, "predicted": pred})
+            if gold == "present" and pred == "present":
+                counts[label]["tp"] += 1
+            elif pred == "present":
+                counts[label]["fp"] += 1
+            elif gold == "present":
+                counts[label]["fn"] += 1
+            if gold == "absent":
+                absent_total += 1
+                absent_false_alarm += pred == "present"
+        for key in ("age", "duration_class", "bilateral_deficit", "progressive_deficit"):
+            if key in note.gold:
+                field_right[key] += note.gold[key] == predicted[key]
+                field_right[key + "_n"] += 1
+        for mention in note.mentions or []:
+            mention_total += 1
+            match = next((f for f in result.findings if f.label == mention.label
+                          and f.start < mention.end and mention.start < f.end), None)
+            if match:
+                mention_found += 1
+                assertion_right += match.assertion == mention.assertion
+                mention_confusion[(mention.assertion, match.assertion)] += 1
+            else:
+                mention_confusion[(mention.assertion, "missed")] += 1
+    per_label = {label: prf(c["tp"], c["fp"], c["fn"]) for label, c in counts.items()}
+    micro = prf(*(sum(c[k] for c in counts.values()) for k in ("tp", "fp", "fn")))
+    return {
+        "notes": len(notes),
+        "per_label": per_label,
+        "micro": micro,
+        "status_accuracy": status_right / status_total if status_total else None,
+        "false_alarm_rate": absent_false_alarm / absent_total if absent_total else None,
+        "documented_absent": absent_total,
+        "status_confusion": {f"{g}->{p}": n for (g, p), n in sorted(confusion.items())},
+        "fields": {k: field_right[k] / field_right[k + "_n"] for k in ("age", "duration_class", "bilateral_deficit",
+                                                                       "progressive_deficit") if field_right[k + "_n"]},
+        "mentions": {
+            "gold": mention_total,
+            "found": mention_found,
+            "recall": mention_found / mention_total if mention_total else None,
+            "assertion_accuracy": assertion_right / mention_found if mention_found else None,
+            "confusion": {f"{g}->{p}": n for (g, p), n in sorted(mention_confusion.items())},
+        },
+        "mismatches": mismatches,
+    }
+
+
+# ---------------------------------------------------------------- NegEx / ConText test kit
+
+KIT_COLUMNS = ("id", "condition", "sentence", "negation", "temporality", "experiencer")
+
+
+def read_negex_kit(path: str | Path) -> list[dict]:
+    """Rows of a tab-separated kit file (header row optional)."""
+    rows = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for fields in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if len(fields) < 6 or not fields[0].strip():
+                continue
+            if fields[3].strip().lower() == "negation" or fields[0].strip().lower() in ("id", "row id"):
+                continue
+            rows.append(dict(zip(KIT_COLUMNS, (f.strip() for f in fields[:6]))))
+    return rows
+
+
+def condition_span(doc, condition: str, sentence: str) -> Span | None:
+    """The row's condition in the sentence: its upper-cased occurrence, else any occurrence."""
+    start = sentence.find(condition.upper())
+    if start < 0:
+        start = sentence.lower().find(condition.lower())
+    if start < 0:
+        return None
+    return doc.char_span(start, start + len(condition), label="CONDITION", alignment_mode="expand")
+
+
+def kit_assertions(nlp, sentence: str, condition: str) -> set[str] | None:
+    """The ConText categories our rules give the row's condition (None if it cannot be found)."""
+    doc = nlp.make_doc(sentence)
+    for name, proc in nlp.pipeline:
+        if name == "medspacy_target_matcher":
+            span = condition_span(doc, condition, sentence)
+            if span is None:
+                return None
+            doc.ents = [span]
+            continue
+        doc = proc(doc)
+    return context_categories(doc.ents[0])
+
+
+def evaluate_negex_kit(path: str | Path, extractor: Extractor) -> dict:
+    """Negation, temporality and experiencer P/R/F1 of our ConText rules on a test-kit file."""
+    counts = {"negation": Counter(), "temporality": Counter(), "experiencer": Counter()}
+    skipped = 0
+    confusion = defaultdict(Counter)
+    rows = read_negex_kit(path)
+    for row in rows:
+        categories = kit_assertions(extractor.nlp, row["sentence"], row["condition"])
+        if categories is None:
+            skipped += 1
+            continue
+        predicted = {
+            "negation": "Negated" if "NEGATED_EXISTENCE" in categories else "Affirmed",
+            "temporality": "Historical" if "HISTORICAL" in categories else
+                           "Not particular" if "HYPOTHETICAL" in categories else "Recent",
+            "experiencer": "Other" if "FAMILY" in categories else "Patient",
+        }
+        positive = {"negation": "Negated", "temporality": "Historical", "experiencer": "Other"}
+        for key, pos in positive.items():
+            gold = row[key]
+            gold_pos = gold == pos if key != "experiencer" else gold != "Patient"
+            pred_pos = predicted[key] == pos
+            counts[key]["tp" if gold_pos and pred_pos else "fp" if pred_pos else "fn" if gold_pos else "tn"] += 1
+            confusion[key][(gold, predicted[key])] += 1
+    report = {"rows": len(rows), "skipped": skipped}
+    for key, c in counts.items():
+        report[key] = {**prf(c["tp"], c["fp"], c["fn"]), "tn": c["tn"],
+                       "accuracy": (c["tp"] + c["tn"]) / max(1, sum(c.values()))}
+        report[key]["confusion"] = {f"{g}->{p}": n for (g, p), n in sorted(confusion[key].items())}
+    return report
