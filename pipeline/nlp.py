@@ -90,7 +90,7 @@ def build(rules: Optional[RuleSet] = None, rules_dir: Union[str, Path, None] = N
     nlp.add_pipe("lbp_sentences")
     matcher = nlp.add_pipe("medspacy_target_matcher", config={"result_type": "ents", "prune": True})
     matcher.add([
-        TargetRule(r["literal"], r["category"], pattern=r.get("pattern"), metadata=r["metadata"])
+        TargetRule(r["literal"], r["category"], pattern=_anchored(r.get("pattern")), metadata=r["metadata"])
         for r in ruleset.target_rules
     ])
     context = nlp.add_pipe("medspacy_context", config={"rules": None, "span_attrs": None})
@@ -98,6 +98,12 @@ def build(rules: Optional[RuleSet] = None, rules_dir: Union[str, Path, None] = N
     nlp.meta["lbp_rules_digest"] = ruleset.digest
     nlp.meta["lbp_pipeline"] = PIPELINE_NAME
     return nlp
+
+
+def _anchored(pattern):
+    """A regex target may not start on whitespace: medspaCy would widen the match to the token before
+    it ("No| weight loss" would swallow the negation)."""
+    return rf"(?=\S)(?:{pattern})" if isinstance(pattern, str) else pattern
 
 
 def _context_rule(ConTextRule, rule: dict):
