@@ -86,6 +86,7 @@ def build(rules: Optional[RuleSet] = None, rules_dir: Union[str, Path, None] = N
     ruleset = rules or load_rules(rules_dir)
     ConTextRule, TargetRule = _import_medspacy()
     nlp = spacy.blank("en")
+    _split_leading_marks(nlp)
     nlp.add_pipe("lbp_sections").add(ruleset.section_rules)
     nlp.add_pipe("lbp_sentences")
     matcher = nlp.add_pipe("medspacy_target_matcher", config={"result_type": "ents", "prune": True})
@@ -98,6 +99,13 @@ def build(rules: Optional[RuleSet] = None, rules_dir: Union[str, Path, None] = N
     nlp.meta["lbp_rules_digest"] = ruleset.digest
     nlp.meta["lbp_pipeline"] = PIPELINE_NAME
     return nlp
+
+
+def _split_leading_marks(nlp: Language) -> None:
+    """'?foot drop', '+SLR', '~3 wks', '↓ sensation': the mark is a token of its own, so a cue can
+    modify the finding without overlapping it."""
+    prefixes = list(nlp.Defaults.prefixes) + [r"\?", r"\+", r"~", r"↓", r"↑"]
+    nlp.tokenizer.prefix_search = spacy.util.compile_prefix_regex(prefixes).search
 
 
 def _anchored(pattern):
