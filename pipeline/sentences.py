@@ -1,8 +1,8 @@
 """Clinical sentence splitting: punctuation, line structure, lists and section headers.
 
 Notes are templated, wrapped, bulleted and often unpunctuated. A newline ends a sentence
-unless the next line plainly continues it (starts in lower case after a line that does not
-end a clause). Semicolons end a sentence too: "no bowel incontinence; + urinary retention".
+unless the next line plainly continues it (starts in lower case after a long line, wrapped
+prose, that does not end a clause). Semicolons end a sentence too: "no bowel incontinence; + urinary retention".
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ _PUNCT_END = re.compile(r"[.!?]+[\"')\]]*[ \t]+(?=[A-Z0-9(\-\*•#+])")
 _SEMICOLON = re.compile(r";[ \t]*")
 _NEWLINE = re.compile(r"\n")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z.]*)$")
+_WRAP_WIDTH = 45
 
 
 def sentence_starts(text: str, header_starts: list[int] = ()) -> list[int]:
@@ -34,7 +35,8 @@ def sentence_starts(text: str, header_starts: list[int] = ()) -> list[int]:
         if nxt >= len(text):
             continue
         prev_line = text[text.rfind("\n", 0, line_end) + 1:line_end].rstrip()
-        continues = text[nxt].islower() and prev_line and prev_line[-1] not in ".:;!?"
+        # A wrapped line of prose is long; a short line is a list item or a template field.
+        continues = text[nxt].islower() and len(prev_line) >= _WRAP_WIDTH and prev_line[-1] not in ".:;!?"
         if not continues:
             starts.add(nxt)
     return sorted(s for s in starts if s < len(text))
