@@ -109,7 +109,7 @@ def duration(text: str, findings: Iterable[Finding]) -> tuple[int | None, str]:
                 days = 1
     if days is None and pain:
         first = min(f.start for f in pain)
-        match = _first_duration(text, first, first + 200)
+        match = _first_duration(text, max(0, first - 80), first + 200)
         if match:
             days = _days(match)
     if described == "chronic" or (days is not None and days > 84):

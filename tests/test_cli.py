@@ -1,0 +1,113 @@
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from pipeline.findings import FINDING_FIELDS
+from pipeline.labels import LABELS
+
+ACCEPTANCE = ("62F c/o LBP x2wks, R foot drop, EHL 3/5, denies saddle anesthesia. "
+              "FHx: mother breast CA.")
+MARKER = "ZZSECRETMARKER"
+
+
+def test_cli_explain_acceptance_note(capsys):
+    assert main(["explain", ACCEPTANCE]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    foot = next(line for line in lines if line.startswith("FOOT_DROP") and "foot drop" in line)
+    assert "present" in foot and "right" in foot
+    assert any(line.startswith("SADDLE_ANESTHESIA") and "negated" in line for line in lines)
+    assert any(line.startswith("CANCER_HISTORY") and "family" in line for line in lines)
+    present = next(line for line in lines if line.strip().startswith("present:"))
+    assert "FOOT_DROP" in present and "CANCER_HISTORY" not in present
+    absent = next(line for line in lines if line.strip().startswith("absent:"))
+    assert "SADDLE_ANESTHESIA" in absent
+
+
+def test_cli_explain_json(capsys):
+    assert main(["explain", "--json", ACCEPTANCE]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"]["FOOT_DROP"] == "present"
+    assert data["summary"]["CANCER_HISTORY"] is None
+
+
+@pytest.fixture
+def notes_csv(tmp_path):
+    rows = [
+        {"note_id": "n1", "text": ACCEPTANCE},
+        {"note_id": "n2", "text": "45M LBP x 3 days after lifting. No B/B/saddle sx. Strength 5/5 throughout. SILT."},
+        {"note_id": "n3", "text": ""},
+        {"note_id": "", "text": f"{MARKER} orphan note with back pain"},
+        {"note_id": "n1", "text": f"{MARKER} duplicate id"},
+        {"note_id": "n4", "text": f"Chronic LBP. {MARKER}. Denies fever."},
+    ]
+    path = tmp_path / "notes.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_cli_run_accounts_for_every_note(notes_csv, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(notes_csv), "--out", str(out)]) == 0
+    notes = pd.read_parquet(out / "notes.parquet")
+    errors = pd.read_parquet(out / "errors.parquet")
+    findings = pd.read_parquet(out / "findings.parquet")
+    assert sorted(notes.note_id) == ["n1", "n2", "n4"]
+    assert sorted(errors.reason) == sorted(["empty text", "missing note_id", "duplicate note_id (first occurrence kept)"])
+    assert len(notes) + len(errors) == 6
+    assert list(findings.columns) == list(FINDING_FIELDS)
+    assert set(LABELS) <= set(notes.columns)
+    n1 = notes.set_index("note_id").loc["n1"]
+    assert (n1.FOOT_DROP, n1.SADDLE_ANESTHESIA, n1.CANCER_HISTORY) == ("present", "absent", None)
+    assert notes.set_index("note_id").loc["n2"].BOWEL_DYSFUNCTION == "absent"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"notes_read": 6, "notes_written": 3, "errors": 3, "findings": len(findings)}
+    assert manifest["rules_digest"]
+    printed = capsys.readouterr()
+    assert "6 notes read" in printed.out
+    # note text never reaches the errors table, the manifest or the terminal
+    assert MARKER not in errors.to_csv() + (out / "manifest.json").read_text() + printed.out + printed.err
+
+
+def test_cli_run_csv_without_snippets(notes_csv, tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", str(notes_csv), "--out", str(out), "--format", "csv", "--no-snippets"]) == 0
+    findings = pd.read_csv(out / "findings.csv")
+    assert "text" not in findings.columns and "cue" not in findings.columns
+    assert MARKER not in (out / "findings.csv").read_text()
+
+
+def test_cli_run_reads_jsonl_parquet_and_txt_folders(tmp_path):
+    rows = [{"note_id": "a", "note_text": "LBP with R foot drop."}, {"note_id": "b", "note_text": "No back pain."}]
+    jsonl = tmp_path / "notes.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows))
+    parquet = tmp_path / "notes.parquet"
+    pd.DataFrame(rows).to_parquet(parquet)
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    for r in rows:
+        (folder / f"{r['note_id']}.txt").write_text(r["note_text"])
+    for source, extra in ((jsonl, ["--text-column", "note_text"]), (parquet, ["--text-column", "note_text"]), (folder, [])):
+        out = tmp_path / f"out-{source.name}"
+        assert main(["run", str(source), "--out", str(out), "--format", "csv", *extra]) == 0
+        notes = pd.read_csv(out / "notes.csv").set_index("note_id")
+        assert notes.loc["a", "FOOT_DROP"] == "present"
+        assert notes.loc["b", "LOW_BACK_PAIN"] == "absent"
+
+
+def test_cli_run_bad_input_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "notes.xlsx"
+    bad.write_text("x")
+    assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown input format" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_cli_evaluate_negex_fixture(capsys, tmp_path):
+    assert main(["evaluate", "--negex", "corpora/negex_kit/sample.tsv", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "negex_kit.json").read_text())
+    assert report["rows"] == 22 and report["skipped"] == 0
+    assert report["negation"]["f1"] >= 0.95
+    assert report["experiencer"]["recall"] == 1.0
