@@ -60,13 +60,16 @@ def make_sentencizer(nlp: Language, name: str) -> ClinicalSentencizer:
 
 
 class NoCross:
-    """ConText veto: the modifier does not reach a target across any of these characters."""
+    """ConText veto: the modifier does not reach a target across any of `chars`, nor a target
+    before it across any of `chars_before` ("CES precautions given" vs "foot drop, CES precautions")."""
 
-    def __init__(self, chars: str):
+    def __init__(self, chars: str = "", chars_before: str = ""):
         self.chars = chars
+        self.chars_before = chars_before
 
     def __call__(self, target, modifier, span_between) -> bool:
-        return not any(c in span_between.text for c in self.chars)
+        blocked = self.chars + (self.chars_before if target.start < modifier.start else "")
+        return not any(c in span_between.text for c in blocked)
 
 
 def _import_medspacy():
@@ -121,7 +124,8 @@ def _context_rule(ConTextRule, rule: dict):
         rule["category"],
         pattern=rule.get("pattern"),
         direction=rule.get("direction", "BIDIRECTIONAL"),
-        on_modifies=NoCross(meta["no_cross"]) if meta.get("no_cross") else None,
+        on_modifies=NoCross(meta.get("no_cross", ""), meta.get("no_cross_before", ""))
+        if meta.get("no_cross") or meta.get("no_cross_before") else None,
         allowed_types=set(rule["allowed_types"]) if rule.get("allowed_types") else None,
         excluded_types=set(rule["excluded_types"]) if rule.get("excluded_types") else None,
         max_scope=rule.get("max_scope"),

@@ -195,8 +195,9 @@ def _check_context(rule, where, problems, seen_ids) -> bool:
         for label in rule.get(key) or []:
             if label not in LABELS:
                 problems.append(f"{where}: {key} has unknown label {label!r}")
-    if not isinstance(meta.get("no_cross", ""), str):
-        problems.append(f"{where}: metadata.no_cross must be a string of characters")
+    for key in ("no_cross", "no_cross_before"):
+        if not isinstance(meta.get(key, ""), str):
+            problems.append(f"{where}: metadata.{key} must be a string of characters")
     _check_pattern(rule.get("pattern"), where, problems)
     _check_examples(meta, where, problems)
     for example in meta.get("examples", []):
