@@ -2,7 +2,6 @@
 sentence-level NegEx/ConText test-kit format."""
 from __future__ import annotations
 
-import csv
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -93,16 +92,23 @@ KIT_COLUMNS = ("id", "condition", "sentence", "negation", "temporality", "experi
 
 
 def read_negex_kit(path: str | Path) -> list[dict]:
-    """Rows of a tab-separated kit file (header row optional)."""
+    """Rows of a tab-separated kit file (header row optional). Files with only a negation column
+    (row id, condition, sentence, negation) are read too; their other columns are None."""
     rows = []
-    with open(path, encoding="utf-8", newline="") as handle:
-        for fields in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if len(fields) < 6 or not fields[0].strip():
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        for line in handle:
+            fields = [f.strip() for f in line.rstrip("\r\n").split("\t")]
+            if len(fields) < 4 or not fields[0]:
                 continue
-            if fields[3].strip().lower() == "negation" or fields[0].strip().lower() in ("id", "row id"):
+            if fields[3].lower() == "negation":
                 continue
-            rows.append(dict(zip(KIT_COLUMNS, (f.strip() for f in fields[:6]))))
+            values = [_unquote(f) for f in fields[:6]] + [None] * (6 - min(6, len(fields)))
+            rows.append(dict(zip(KIT_COLUMNS, values)))
     return rows
+
+
+def _unquote(value: str) -> str:
+    return value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value
 
 
 def condition_span(doc, condition: str, sentence: str) -> Span | None:
@@ -149,6 +155,8 @@ def evaluate_negex_kit(path: str | Path, extractor: Extractor) -> dict:
         positive = {"negation": "Negated", "temporality": "Historical", "experiencer": "Other"}
         for key, pos in positive.items():
             gold = row[key]
+            if gold is None:
+                continue
             gold_pos = gold == pos if key != "experiencer" else gold != "Patient"
             pred_pos = predicted[key] == pos
             counts[key]["tp" if gold_pos and pred_pos else "fp" if pred_pos else "fn" if gold_pos else "tn"] += 1
