@@ -78,14 +78,23 @@ def is_progressive(text: str, start: int, end: int, sent_start: int, sent_end: i
     return bool(_PROGRESSIVE.search(window))
 
 
+def _outside_modifiers(ent: Span):
+    """ConText modifiers of a span, less any cue inside the matched words themselves: in
+    "completed 8 wks of PT, no relief" the "no" belongs to the finding, it does not negate it."""
+    for modifier in ent._.modifiers:
+        start, end = modifier.modifier_span
+        if not (ent.start <= start and end <= ent.end):
+            yield modifier
+
+
 def context_categories(ent: Span) -> set[str]:
     """The ConText categories that modify a span (for scoring flags independently)."""
-    return {modifier.category for modifier in ent._.modifiers}
+    return {modifier.category for modifier in _outside_modifiers(ent)}
 
 
 def _context_assertion(ent: Span) -> tuple[str, str | None, str | None]:
     categories = {}
-    for modifier in ent._.modifiers:
+    for modifier in _outside_modifiers(ent):
         start, end = modifier.modifier_span
         categories.setdefault(modifier.category, (ent.doc[start:end].text, modifier.rule.metadata.get("id")))
     for category, assertion in CONTEXT_ASSERTIONS:

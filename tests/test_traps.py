@@ -118,6 +118,23 @@ TRAPS = [
     ("Consented for emergent L5-S1 decompression.", "PRIOR_LUMBAR_SURGERY", E),
     ("Constitutional: Negative for fever, chills, unintentional weight loss.", "WEIGHT_LOSS", A),
     ("Constitutional: Negative for fever, chills, unintentional weight loss.", "FEVER", A),
+    # cues inside a dash list, dated tests, explicit denials after a colon
+    ("Neuro: + bilateral leg pain, - leg weakness.", "MOTOR_WEAKNESS", A),
+    ("Urinary retention - c/f cauda equina syndrome.", "CAUDA_EQUINA", POS),
+    ("Urinary retention - c/f cauda equina syndrome.", "BLADDER_DYSFUNCTION", P),
+    ("L5-S1 microdiscectomy 2012.", "PRIOR_LUMBAR_SURGERY", P),
+    ("HIV neg 6/2022.", "IMMUNOSUPPRESSION", A),
+    ("Hx cancer: denies.", "CANCER_HISTORY", A),
+    ("Never used IV drugs.", "IV_DRUG_USE", A),
+    ("CKD stage 3a.", "CANCER_HISTORY", E),
+    ("Isolated L5 deficit w/o CES features.", "CAUDA_EQUINA", A),
+    ("No signs of cauda equina syndrome.", "CAUDA_EQUINA", A),
+    ("Spinal epidural abscess until proven otherwise.", "SPINAL_INFECTION", POS),
+    ("Stocking numbness both feet from diabetic neuropathy.", "SENSORY_DEFICIT", E),
+    ("Completed 12 wks of PT in 2023 + home program, no lasting relief.", "CONSERVATIVE_THERAPY_FAILED", P),
+    ("Cord compression precautions reviewed: new leg weakness, numbness.", "MOTOR_WEAKNESS", E),
+    ("R foot drop, CES precautions given.", "FOOT_DROP", P),
+    ("R hip flexion 4/5 with give-way, limited by back pain.", "MOTOR_WEAKNESS", E),
 ]
 
 
