@@ -100,7 +100,7 @@ def read_negex_kit(path: str | Path) -> list[dict]:
             fields = [f.strip() for f in line.rstrip("\r\n").split("\t")]
             if len(fields) < 4 or not fields[0]:
                 continue
-            if fields[3].lower() == "negation":
+            if fields[3].lower().startswith("negation"):
                 continue
             values = [_unquote(f) for f in fields[:6]] + [None] * (6 - min(6, len(fields)))
             rows.append(dict(zip(KIT_COLUMNS, values)))

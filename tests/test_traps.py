@@ -135,6 +135,10 @@ TRAPS = [
     ("Cord compression precautions reviewed: new leg weakness, numbness.", "MOTOR_WEAKNESS", E),
     ("R foot drop, CES precautions given.", "FOOT_DROP", P),
     ("R hip flexion 4/5 with give-way, limited by back pain.", "MOTOR_WEAKNESS", E),
+    # a cue word that could start a finding ("no focal …", "no longer …") still negates it
+    ("No focal weakness.", "MOTOR_WEAKNESS", A),
+    ("No longer has numbness in the leg.", "SENSORY_DEFICIT", A),
+    ("GI ROS is -ve for fecal incontinence.", "BOWEL_DYSFUNCTION", A),
 ]
 
 
