@@ -6,13 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .labels import ASSERTIONS, LABELS, LATERALITIES, STATUSES
-from .rules import packaged_dir
+from .rules import ProblemsError, packaged_dir
 
 
-class CorpusError(ValueError):
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__(f"{len(problems)} problem(s) in the corpus:\n" + "\n".join(problems))
+class CorpusError(ProblemsError):
+    subject = "the corpus"
 
 
 @dataclass(frozen=True)

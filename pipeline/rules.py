@@ -23,12 +23,18 @@ DIRECTIONS = {"FORWARD", "BACKWARD", "BIDIRECTIONAL", "TERMINATE", "PSEUDO"}
 ID_RE = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)+$")
 
 
-class RuleError(ValueError):
-    """Raised with every problem found in the rule files, one per line."""
+class ProblemsError(ValueError):
+    """Every problem found in a set of input files, reported at once, one per line."""
+
+    subject = "input files"
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__(f"{len(problems)} problem(s) in rule files:\n" + "\n".join(problems))
+        super().__init__(f"{len(problems)} problem(s) in {self.subject}:\n" + "\n".join(problems))
+
+
+class RuleError(ProblemsError):
+    subject = "rule files"
 
 
 @dataclass(frozen=True)
