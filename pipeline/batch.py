@@ -16,10 +16,10 @@ from . import __version__
 from .extract import Extractor
 from .findings import FINDING_FIELDS
 from .summary import SUMMARY_FIELDS
-from .tables import OPTIONAL_NOTE_COLUMNS, read_records, write_json, write_table
+from .tables import PASSTHROUGH_NOTE_COLUMNS, read_records, write_json, write_table
 
 AUDIT_NOTE_FIELDS = ("scenarios", "urgency", "recommended", "rationale")
-NOTE_TABLE_FIELDS = (*SUMMARY_FIELDS, *OPTIONAL_NOTE_COLUMNS[:3], *AUDIT_NOTE_FIELDS)
+NOTE_TABLE_FIELDS = (*SUMMARY_FIELDS, *PASSTHROUGH_NOTE_COLUMNS, *AUDIT_NOTE_FIELDS)
 ERROR_FIELDS = ("note_id", "reason")
 TEXT_FIELDS = ("text", "cue")
 
@@ -60,7 +60,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
 
     def texts():
         for record in validate_notes(_counted(read_records(notes_path, columns), notes_read), errors):
-            extras[record["note_id"]] = {k: record.get(k) for k in OPTIONAL_NOTE_COLUMNS[:3]}
+            extras[record["note_id"]] = {k: record.get(k) for k in PASSTHROUGH_NOTE_COLUMNS}
             yield record["note_id"], record["text"]
 
     finding_rows, note_rows = [], []

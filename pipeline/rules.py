@@ -154,20 +154,39 @@ def _check_examples(meta, where, problems) -> None:
             problems.append(f"{where}: metadata.{key} must be a list")
 
 
-def _check_target(rule, where, problems, seen_ids) -> bool:
-    before = len(problems)
+def _check_keys(rule, where, problems, allowed: set[str]) -> bool:
+    """A rule is an object with only the keys its format knows."""
     if not isinstance(rule, dict):
         problems.append(f"{where}: rule must be an object")
         return False
-    for key in set(rule) - TARGET_KEYS:
+    for key in set(rule) - allowed:
         problems.append(f"{where}: unknown key {key!r}")
+    return True
+
+
+def _check_medspacy_rule(rule, where, problems, seen_ids, allowed: set[str]):
+    """What target and ConText rules share: keys, id in metadata, literal, pattern, examples.
+    Returns (metadata, where-with-id), or None when the rule is not an object."""
+    if not _check_keys(rule, where, problems, allowed):
+        return None
     meta = rule.get("metadata") or {}
     rule_id = _check_id(meta, where, problems, seen_ids)
     where = f"{where} {rule_id or ''}".strip()
-    if rule.get("category") not in LABELS:
-        problems.append(f"{where}: category {rule.get('category')!r} is not a canonical label")
     if not rule.get("literal"):
         problems.append(f"{where}: literal missing")
+    _check_pattern(rule.get("pattern"), where, problems)
+    _check_examples(meta, where, problems)
+    return meta, where
+
+
+def _check_target(rule, where, problems, seen_ids) -> bool:
+    before = len(problems)
+    checked = _check_medspacy_rule(rule, where, problems, seen_ids, TARGET_KEYS)
+    if checked is None:
+        return False
+    meta, where = checked
+    if rule.get("category") not in LABELS:
+        problems.append(f"{where}: category {rule.get('category')!r} is not a canonical label")
     for label in meta.get("labels", []):
         if label not in LABELS:
             problems.append(f"{where}: metadata.labels has unknown label {label!r}")
@@ -176,27 +195,19 @@ def _check_target(rule, where, problems, seen_ids) -> bool:
             problems.append(f"{where}: metadata.negated_labels has unknown label {label!r}")
     if meta.get("polarity", "positive") not in ("positive", "normal", "mask"):
         problems.append(f"{where}: metadata.polarity must be 'positive', 'normal' or 'mask'")
-    _check_pattern(rule.get("pattern"), where, problems)
-    _check_examples(meta, where, problems)
     return len(problems) == before
 
 
 def _check_context(rule, where, problems, seen_ids) -> bool:
     before = len(problems)
-    if not isinstance(rule, dict):
-        problems.append(f"{where}: rule must be an object")
+    checked = _check_medspacy_rule(rule, where, problems, seen_ids, CONTEXT_KEYS)
+    if checked is None:
         return False
-    for key in set(rule) - CONTEXT_KEYS:
-        problems.append(f"{where}: unknown key {key!r}")
-    meta = rule.get("metadata") or {}
-    rule_id = _check_id(meta, where, problems, seen_ids)
-    where = f"{where} {rule_id or ''}".strip()
+    meta, where = checked
     if rule.get("category") not in CONTEXT_CATEGORIES:
         problems.append(f"{where}: category {rule.get('category')!r} not one of {sorted(CONTEXT_CATEGORIES)}")
     if rule.get("direction", "BIDIRECTIONAL") not in DIRECTIONS:
         problems.append(f"{where}: direction {rule.get('direction')!r} not one of {sorted(DIRECTIONS)}")
-    if not rule.get("literal"):
-        problems.append(f"{where}: literal missing")
     for key in ("allowed_types", "excluded_types"):
         for label in rule.get(key) or []:
             if label not in LABELS:
@@ -204,8 +215,6 @@ def _check_context(rule, where, problems, seen_ids) -> bool:
     for key in ("no_cross", "no_cross_before"):
         if not isinstance(meta.get(key, ""), str):
             problems.append(f"{where}: metadata.{key} must be a string of characters")
-    _check_pattern(rule.get("pattern"), where, problems)
-    _check_examples(meta, where, problems)
     for example in meta.get("examples", []):
         if not (isinstance(example, dict) and {"text", "label", "assertion"} <= set(example)):
             problems.append(f"{where}: context examples need text, label and assertion")
@@ -214,11 +223,8 @@ def _check_context(rule, where, problems, seen_ids) -> bool:
 
 def _check_section(rule, where, problems, seen_ids) -> SectionRule | None:
     before = len(problems)
-    if not isinstance(rule, dict):
-        problems.append(f"{where}: rule must be an object")
+    if not _check_keys(rule, where, problems, SECTION_KEYS):
         return None
-    for key in set(rule) - SECTION_KEYS:
-        problems.append(f"{where}: unknown key {key!r}")
     rule_id = _check_id(rule, where, problems, seen_ids)
     if not rule.get("category"):
         problems.append(f"{where}: category missing")

@@ -33,23 +33,18 @@ def find_sections(text: str, rules: list[SectionRule]) -> list[Section]:
             previous = headers.get(start)
             if previous is None or match.end() > previous[0]:
                 headers[start] = (match.end(), rule)
-    starts = sorted(headers)
-    sections = []
-    for i, start in enumerate(starts):
+    kept: list[tuple[int, int, SectionRule]] = []
+    for start in sorted(headers):
         body_start, rule = headers[start]
-        if sections and start < sections[-1].body_start:
+        if kept and start < kept[-1][1]:
             continue  # a header inside another header ("Assessment and Plan:" contains "Plan:")
-        end = starts[i + 1] if i + 1 < len(starts) else len(text)
-        sections.append(Section(start, body_start, end, rule.category, rule.id))
-    # Re-compute ends after dropping nested headers.
-    return [
-        Section(s.start, s.body_start, sections[i + 1].start if i + 1 < len(sections) else len(text),
-                s.category, s.rule_id)
-        for i, s in enumerate(sections)
-    ]
+        kept.append((start, body_start, rule))
+    ends = [start for start, _, _ in kept[1:]] + [len(text)]
+    return [Section(start, body_start, end, rule.category, rule.id)
+            for (start, body_start, rule), end in zip(kept, ends)]
 
 
 def section_at(sections: list[Section], char: int) -> Section | None:
     """The section containing character offset `char`, or None before the first header."""
-    i = bisect.bisect_right([s.start for s in sections], char) - 1
+    i = bisect.bisect_right(sections, char, key=lambda s: s.start) - 1
     return sections[i] if i >= 0 else None

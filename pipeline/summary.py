@@ -125,7 +125,7 @@ def summarise(note_id: str, text: str, findings: list[Finding]) -> dict:
     deficits = [f for f in findings if f.label in NEURO_DEFICITS and mention_status(f) == "present"]
     sides = {f.laterality for f in deficits}
     bilateral = "bilateral" in sides or {"left", "right"} <= sides
-    progressive = any(f.progressive for f in deficits if f.label in NEURO_DEFICITS) or any(
+    progressive = any(f.progressive for f in deficits) or any(
         f.progressive for f in findings if f.label == "SADDLE_ANESTHESIA" and mention_status(f) == "present")
     days, duration_class = duration(text, findings)
     in_scope = any(statuses[label] == "present" for label in PAIN_LABELS) or \

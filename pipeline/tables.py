@@ -7,8 +7,7 @@ from typing import Iterator
 
 import pandas as pd
 
-NOTE_COLUMNS = ("note_id", "text")
-OPTIONAL_NOTE_COLUMNS = ("patient_id", "note_date", "encounter_id", "note_type")
+PASSTHROUGH_NOTE_COLUMNS = ("patient_id", "note_date", "encounter_id")  # optional, copied to the notes table
 
 
 class InputError(ValueError):
