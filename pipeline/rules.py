@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 from .labels import LABELS
+from .orders import check_order_rules, compile_order_rules
+from .scenarios import build_edition, check_guideline
 
 TARGET_KEYS = {"literal", "category", "pattern", "metadata", "attributes"}
 CONTEXT_KEYS = {"literal", "category", "pattern", "direction", "metadata", "allowed_types",
@@ -54,6 +56,9 @@ class RuleSet:
     section_rules: list[SectionRule] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     digest: str = ""
+    editions: list = field(default_factory=list)  # scenarios.Edition, oldest first
+    orders: object = None  # orders.OrderRules
+    file_digests: dict = field(default_factory=dict)
 
     def target_by_id(self) -> dict[str, dict]:
         return {r["metadata"]["id"]: r for r in self.target_rules}
@@ -86,6 +91,7 @@ def load_rules(rules_dir: str | Path | None = None) -> RuleSet:
         rel = path.relative_to(root).as_posix()
         raw = path.read_bytes()
         digest.update(rel.encode() + b"\0" + raw)
+        ruleset.file_digests[rel] = hashlib.sha256(raw).hexdigest()
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as err:
@@ -108,12 +114,32 @@ def load_rules(rules_dir: str | Path | None = None) -> RuleSet:
                 section = _check_section(rule, f"{rel}[{i}]", problems, seen_ids)
                 if section:
                     ruleset.section_rules.append(section)
+        if "order_rules" in data:
+            before = len(problems)
+            check_order_rules(data["order_rules"], f"{rel}:order_rules", problems, seen_ids)
+            if ruleset.orders is not None:
+                problems.append(f"{rel}: order_rules defined in more than one file")
+            elif len(problems) == before:
+                ruleset.orders = compile_order_rules(data["order_rules"])
+        if "edition" in data or "scenario_rules" in data:
+            before = len(problems)
+            check_guideline(data, rel, problems, seen_ids)
+            if len(problems) == before:
+                ruleset.editions.append(build_edition(data, rel))
         known = {"target_rules", "context_rules", "section_rules", "scenario_rules", "order_rules",
-                 "editions", "description"}
+                 "edition", "modifier_rules", "description"}
         for key in set(data) - known:
             problems.append(f"{rel}: unknown top-level key {key!r}")
+    editions = [e.id for e in ruleset.editions]
+    for name in sorted({e for e in editions if editions.count(e) > 1}):
+        problems.append(f"guideline edition {name} is defined in more than one file")
+    if sum(e.default for e in ruleset.editions) > 1:
+        problems.append("more than one guideline edition is marked default")
     if problems:
         raise RuleError(problems)
+    ruleset.editions.sort(key=lambda e: (e.effective_from is not None, e.effective_from))
+    if ruleset.orders is None:
+        ruleset.orders = compile_order_rules({})
     ruleset.digest = digest.hexdigest()[:16]
     return ruleset
 
