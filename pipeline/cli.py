@@ -20,18 +20,24 @@ def cmd_run(args) -> int:
 
     columns = {k: v for k, v in (("note_id", args.id_column), ("text", args.text_column)) if v}
     manifest = run(args.notes, args.out, fmt=args.format, columns=columns, snippets=not args.no_snippets,
-                   extractor=_extractor(args))
+                   extractor=_extractor(args), orders_path=args.orders, edition=args.edition,
+                   window_days=args.window_days)
     counts = manifest["counts"]
     print(f"lbp-audit {__version__}: {counts['notes_read']} notes read, {counts['notes_written']} summarised, "
           f"{counts['errors']} errors, {counts['findings']} findings")
-    for name, path in manifest["outputs"].items():
-        print(f"  {name:<9}{path}")
-    print(f"  manifest {Path(args.out) / 'manifest.json'}")
+    if args.orders:
+        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(counts["verdicts"].items(), key=lambda kv: -kv[1]))
+        print(f"orders: {counts['orders_read']} read, {counts['orders_judged']} matched to a note, "
+              f"{counts['orders_unmatched']} unmatched; verdicts: {verdicts or 'none'}")
+    outputs = {**manifest["outputs"], "manifest": str(Path(args.out) / "manifest.json")}
+    width = max(map(len, outputs)) + 1
+    for name, path in outputs.items():
+        print(f"  {name:<{width}}{path}")
     return 0
 
 
 def cmd_explain(args) -> int:
-    from .explain import render
+    from .explain import assess, render
 
     if args.file:
         text = Path(args.file).read_text(encoding="utf-8")
@@ -39,16 +45,32 @@ def cmd_explain(args) -> int:
         text = args.text
     else:
         text = sys.stdin.read()
-    result = _extractor(args).extract(text, note_id=args.note_id)
+    extractor = _extractor(args)
+    result = extractor.extract(text, note_id=args.note_id)
+    assessment = assess(result, extractor.rules, args.order or [], date=args.date, edition=args.edition,
+                        priority=args.priority)
     if args.json:
-        print(json.dumps({"summary": result.summary, "findings": [f.as_row() for f in result.findings]}, indent=2))
+        print(json.dumps({"summary": result.summary, "findings": [f.as_row() for f in result.findings],
+                          **assessment.as_json()}, indent=2, default=str))
     else:
-        print(render(result))
+        print(render(result, assessment))
     return 0
 
 
 def _fmt(value) -> str:
     return "  -  " if value is None else f"{value:.3f}"
+
+
+def _confusion_table(confusion: dict) -> str:
+    """Gold verdicts down, predicted across."""
+    pairs = [key.split("->") for key in confusion]
+    gold = sorted({g for g, _ in pairs})
+    predicted = sorted({p for _, p in pairs})
+    short = {v: v.replace("_imaging", "").replace("_appropriate", "").replace("wrong_", "w_")[:9] for v in predicted}
+    lines = [f"{'gold / predicted':<22}" + "".join(f"{short[p]:>10}" for p in predicted)]
+    for g in gold:
+        lines.append(f"{g:<22}" + "".join(f"{confusion.get(f'{g}->{p}', 0) or '.':>10}" for p in predicted))
+    return "\n".join(lines)
 
 
 def cmd_evaluate(args) -> int:
@@ -70,7 +92,7 @@ def cmd_evaluate(args) -> int:
         if not args.corpus:
             return 0
     notes = load_corpus(args.corpus)
-    report = evaluate_corpus(notes, extractor)
+    report = evaluate_corpus(notes, extractor, edition=args.edition)
     print(f"Corpus: {report['notes']} notes")
     print(f"{'LABEL':<30}{'P':>7}{'R':>7}{'F1':>7}{'TP':>5}{'FP':>5}{'FN':>5}")
     for label, r in report["per_label"].items():
@@ -88,7 +110,17 @@ def cmd_evaluate(args) -> int:
     if mentions["gold"]:
         print(f"mentions: {mentions['gold']} gold, recall {_fmt(mentions['recall'])}, "
               f"assertion accuracy {_fmt(mentions['assertion_accuracy'])}")
+    audit = report["audit"]
+    if audit:
+        print(f"scenario accuracy: {_fmt(audit['scenario_accuracy'])}; urgency accuracy: "
+              f"{_fmt(audit['urgency_accuracy'])} ({audit['notes_scored']} notes)")
+        print(f"verdict agreement: {_fmt(audit['verdict_agreement'])} over {audit['verdict_rows']} verdict rows; "
+              f"missed imaging found {audit['missed_imaging']['found']} of {audit['missed_imaging']['gold']}")
+        print(_confusion_table(audit["confusion"]))
     if args.show_errors:
+        for row in (audit or {}).get("disagreements", []):
+            print(f"  {row['note_id']:<14}{row['order_id'] or '(no order)':<14}{row['edition']:<10}"
+                  f"gold {row['gold']:<20}predicted {row['predicted']}")
         for row in report["mismatches"]:
             print(f"  {row['note_id']:<14}{row['label']:<30}gold {row['gold']:<9}predicted {row['predicted']}")
     path = write_json(report, out / "corpus.json")
@@ -111,14 +143,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     p.add_argument("--id-column", help="column holding the note id (default note_id)")
     p.add_argument("--text-column", help="column holding the note text (default text)")
-    p.add_argument("--no-snippets", action="store_true", help="leave note text out of the findings table")
+    p.add_argument("--no-snippets", action="store_true",
+                   help="leave note text out of the findings table and the rationales")
+    p.add_argument("--orders", help="imaging orders to audit (CSV, JSONL or Parquet): writes the audit table")
+    p.add_argument("--edition", help="judge everything by one guideline edition (ACR-2021 or ACR-2016) "
+                                     "instead of choosing by order date")
+    p.add_argument("--window-days", type=int, default=28,
+                   help="match an order to the patient's latest note up to this many days before it (default 28)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("explain", help="one note in the terminal: findings, assertions, evidence")
     p.add_argument("text", nargs="?", help="the note text ('-' or nothing: read standard input)")
     p.add_argument("--file", help="read the note from a file")
     p.add_argument("--note-id", default="note")
-    p.add_argument("--json", action="store_true", help="print the findings and summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the findings, summary and audit as JSON")
+    p.add_argument("--order", action="append", help="judge this imaging order on the spot (repeatable), "
+                                                    "e.g. --order \"MRI L-spine w/o\" or a CPT code")
+    p.add_argument("--priority", help="the order's priority (STAT, urgent, routine)")
+    p.add_argument("--date", help="the order date (YYYY-MM-DD): picks the guideline edition in force")
+    p.add_argument("--edition", help="force a guideline edition (ACR-2021 or ACR-2016)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="precision / recall / F1 against an annotated corpus")
@@ -127,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="eval-out", help="folder for the JSON reports (default eval-out/)")
     p.add_argument("--show-errors", action="store_true", help="list every label the pipeline got wrong")
     p.add_argument("--min-micro-f1", type=float, help="exit 1 when micro-F1 falls below this")
+    p.add_argument("--edition", help="judge the corpus orders by one guideline edition instead of by date")
     p.set_defaults(func=cmd_evaluate)
 
     args = parser.parse_args(argv)
@@ -135,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a clear one-line error; never note text
         from .corpus import CorpusError
         from .rules import RuleError
-        from .tables import InputError
+        from .scenarios import UnknownEdition
+        from .tables import InputError, UsageError
 
-        if isinstance(err, (InputError, RuleError, CorpusError, FileNotFoundError)):
+        if isinstance(err, (InputError, RuleError, CorpusError, FileNotFoundError, UsageError, UnknownEdition)):
             print(f"lbp-audit: error: {err}", file=sys.stderr)
             return 2
         raise

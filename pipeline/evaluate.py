@@ -8,9 +8,13 @@ from pathlib import Path
 from spacy.tokens import Span
 
 from .corpus import GoldNote
+from .audit import NEEDS_IMAGING, judge, needs_imaging, parse_date
 from .extract import Extractor
 from .findings import context_categories
 from .labels import LABELS
+from .orders import normalise
+from .scenarios import choose_edition, recommend
+from .summary import evidence_by_label
 
 
 def prf(tp: int, fp: int, fn: int) -> dict:
@@ -20,8 +24,9 @@ def prf(tp: int, fp: int, fn: int) -> dict:
     return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
 
 
-def evaluate_corpus(notes: list[GoldNote], extractor: Extractor) -> dict:
-    """Per-label P/R/F1 of note-level `present`, status accuracy, false alarms, mention assertions."""
+def evaluate_corpus(notes: list[GoldNote], extractor: Extractor, edition: str | None = None) -> dict:
+    """Per-label P/R/F1 of note-level `present`, status accuracy, false alarms, mention assertions,
+    and (when the rules define guideline editions) scenario, urgency and verdict agreement."""
     counts = {label: Counter() for label in LABELS}
     status_total = status_right = absent_total = absent_false_alarm = 0
     confusion: Counter = Counter()
@@ -29,7 +34,7 @@ def evaluate_corpus(notes: list[GoldNote], extractor: Extractor) -> dict:
     mention_total = mention_found = assertion_right = 0
     mention_confusion: Counter = Counter()
     mismatches = []
-    results = extractor.pipe((n.note_id, n.text) for n in notes)
+    results = list(extractor.pipe((n.note_id, n.text) for n in notes))
     for note, result in zip(notes, results):
         predicted = result.summary
         for label in LABELS:
@@ -83,6 +88,60 @@ def evaluate_corpus(notes: list[GoldNote], extractor: Extractor) -> dict:
             "confusion": {f"{g}->{p}": n for (g, p), n in sorted(mention_confusion.items())},
         },
         "mismatches": mismatches,
+        "audit": evaluate_audit(notes, results, extractor.rules, edition) if extractor.rules.editions else None,
+    }
+
+
+def evaluate_audit(notes: list[GoldNote], results, rules, edition: str | None = None) -> dict:
+    """Scenario-set and urgency accuracy per note, and verdict agreement over the gold orders plus the
+    missed_imaging rows (gold: an urgent or emergent note with no lumbar order)."""
+    scenario_right = urgency_right = scored = 0
+    confusion: Counter = Counter()
+    disagreements = []
+    for note, result in zip(notes, results):
+        evidence = evidence_by_label(result.findings)
+        note_date = parse_date(note.note_date)
+        recommendation = recommend(result.summary, choose_edition(rules.editions, note_date, edition))
+        if "scenarios" in note.gold:
+            scored += 1
+            scenario_right += set(recommendation.scenario_ids) == set(note.gold["scenarios"])
+            urgency_right += (recommendation.urgency if recommendation.in_scope else "none") == note.gold.get("urgency")
+        lumbar_ordered = False
+        for order in note.orders:
+            chosen = choose_edition(rules.editions, parse_date(order.get("order_date")) or note_date, edition)
+            procedure = normalise(order.get("description"), order.get("cpt"), rules.orders)
+            lumbar_ordered |= procedure.lumbar
+            predicted = judge(procedure, recommend(result.summary, chosen), chosen, evidence)["verdict"]
+            gold = order.get("gold_verdict")
+            if gold:
+                confusion[(gold, predicted)] += 1
+                if gold != predicted:
+                    disagreements.append({"note_id": note.note_id, "order_id": order.get("order_id"),
+                                          "edition": chosen.id, "gold": gold, "predicted": predicted})
+        if "urgency" in note.gold:
+            gold_lumbar = any(o.get("gold_verdict") != "not_lumbar_imaging" for o in note.orders)
+            gold_missed = note.gold["urgency"] in NEEDS_IMAGING and not gold_lumbar
+            predicted_missed = needs_imaging(recommendation) and not lumbar_ordered
+            if gold_missed or predicted_missed:
+                pair = ("missed_imaging" if gold_missed else "no_row", "missed_imaging" if predicted_missed else "no_row")
+                confusion[pair] += 1
+                if pair[0] != pair[1]:
+                    disagreements.append({"note_id": note.note_id, "order_id": "", "edition": recommendation.edition,
+                                          "gold": pair[0], "predicted": pair[1]})
+    rows = sum(confusion.values())
+    agree = sum(n for (g, p), n in confusion.items() if g == p)
+    missed_gold = sum(n for (g, _), n in confusion.items() if g == "missed_imaging")
+    missed_found = confusion[("missed_imaging", "missed_imaging")]
+    return {
+        "notes_scored": scored,
+        "scenario_accuracy": scenario_right / scored if scored else None,
+        "urgency_accuracy": urgency_right / scored if scored else None,
+        "verdict_rows": rows,
+        "verdict_agreement": agree / rows if rows else None,
+        "missed_imaging": {"gold": missed_gold, "found": missed_found,
+                           "recall": missed_found / missed_gold if missed_gold else None},
+        "confusion": {f"{g}->{p}": n for (g, p), n in sorted(confusion.items())},
+        "disagreements": disagreements,
     }
 
 

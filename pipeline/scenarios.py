@@ -19,6 +19,10 @@ SUMMARY_FIELDS_USED = ("age", "bilateral_deficit", "progressive_deficit", "durat
 FIELD_WORDS = {"bilateral_deficit": "bilateral deficit", "progressive_deficit": "progressive deficit", "age": "age"}
 
 
+class UnknownEdition(ValueError):
+    """A guideline edition asked for by name that the rule files do not define."""
+
+
 @dataclass(frozen=True)
 class ScenarioRule:
     id: str
@@ -246,7 +250,7 @@ def choose_edition(editions: Sequence[Edition], date: dt.date | None = None, for
         for edition in editions:
             if edition.id.lower() == forced.lower() or edition.id.lower().endswith(forced.lower()):
                 return edition
-        raise ValueError(f"unknown guideline edition {forced!r} (known: {', '.join(e.id for e in editions)})")
+        raise UnknownEdition(f"unknown guideline edition {forced!r} (known: {', '.join(e.id for e in editions)})")
     if date is None:
         return next((e for e in editions if e.default), editions[-1])
     in_force = [e for e in editions if e.effective_from is None or e.effective_from <= date]

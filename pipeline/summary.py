@@ -140,3 +140,15 @@ def summarise(note_id: str, text: str, findings: list[Finding]) -> dict:
         "progressive_deficit": progressive,
         "in_scope": in_scope,
     }
+
+
+def evidence_by_label(findings: Iterable[Finding], limit: int = 3) -> dict[str, list[str]]:
+    """Per label, the texts of up to `limit` mentions that make it present or possible (for rationales)."""
+    evidence: dict[str, list[str]] = {}
+    for finding in sorted(findings, key=lambda f: f.start):
+        if mention_status(finding) in ("present", "possible"):
+            texts = evidence.setdefault(finding.label, [])
+            text = " ".join(finding.text.split())
+            if text not in texts and len(texts) < limit:
+                texts.append(text)
+    return evidence

@@ -10,6 +10,10 @@ import pandas as pd
 PASSTHROUGH_NOTE_COLUMNS = ("patient_id", "note_date", "encounter_id")  # optional, copied to the notes table
 
 
+class UsageError(ValueError):
+    """A command-line value that cannot be used (unknown edition, bad date, ...)."""
+
+
 class InputError(ValueError):
     """The input file cannot be read as a table of notes (the message never contains note text)."""
 

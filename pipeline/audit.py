@@ -1,0 +1,276 @@
+"""The auditor: match imaging orders to notes and judge each one against the guideline in force.
+
+Pure functions of note summaries, orders and rule data (dates are passed in): no spaCy, no I/O.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from .orders import PRIORITIES, OrderRules, Procedure, normalise, normalise_priority, same_modality
+from .scenarios import RATING_WORDS, URGENCIES, Edition, Recommendation, advisories, choose_edition, recommend
+
+AUDIT_FIELDS = ("note_id", "order_id", "procedure", "verdict", "scenarios", "urgency", "advisory", "rule_ids",
+                "rationale", "edition", "matched_by", "patient_id", "encounter_id", "order_date", "priority",
+                "description", "cpt", "provider", "site")
+UNMATCHED_FIELDS = ("order_id", "reason")
+VERDICTS = ("appropriate", "may_be_appropriate", "not_indicated", "wrong_modality", "wrong_protocol",
+            "missed_imaging", "not_lumbar_imaging", "out_of_scope")
+NEEDS_IMAGING = ("urgent", "emergent")
+DEFAULT_WINDOW_DAYS = 28
+_VERDICT_WORDS = {
+    "appropriate": "appropriate",
+    "may_be_appropriate": "may be appropriate",
+    "not_indicated": "not indicated (overuse)",
+    "wrong_modality": "wrong modality",
+    "wrong_protocol": "wrong contrast protocol",
+}
+
+
+def parse_date(value) -> dt.date | None:
+    """A date from an ISO date or datetime string, a `datetime`/`date` or a pandas Timestamp; else None."""
+    if value is None or value != value:  # None or NaN/NaT
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip()[:10])
+    except ValueError:
+        return None
+
+
+def _text(value) -> str | None:
+    if value is None or value != value:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    description: str | None = None
+    cpt: str | None = None
+    note_id: str | None = None
+    encounter_id: str | None = None
+    patient_id: str | None = None
+    order_date: dt.date | None = None
+    priority: str | None = None
+    provider: str | None = None
+    site: str | None = None
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> "Order":
+        cpt = record.get("cpt")
+        if isinstance(cpt, float) and cpt == cpt:
+            cpt = str(int(cpt))  # a CSV reader's 72148.0
+        return cls(order_id=str(record["order_id"]), description=_text(record.get("description")), cpt=_text(cpt),
+                   note_id=_text(record.get("note_id")), encounter_id=_text(record.get("encounter_id")),
+                   patient_id=_text(record.get("patient_id")), order_date=parse_date(record.get("order_date")),
+                   priority=_text(record.get("priority")), provider=_text(record.get("provider")),
+                   site=_text(record.get("site")))
+
+
+@dataclass(frozen=True)
+class NoteRef:
+    """What the auditor needs of a note: its ids, date, summary and the evidence texts per label."""
+
+    note_id: str
+    summary: Mapping
+    patient_id: str | None = None
+    encounter_id: str | None = None
+    note_date: dt.date | None = None
+    evidence: Mapping[str, Sequence[str]] | None = None
+    seq: int = 0
+
+
+# ---------------------------------------------------------------- matching
+
+
+def match_orders(notes: Sequence[NoteRef], orders: Iterable[Order], window_days: int = DEFAULT_WINDOW_DAYS):
+    """Each order's note: by note_id, else by encounter_id (the encounter's latest note), else the patient's
+    latest note dated 0–`window_days` days before the order. Returns (matched, unmatched):
+    matched is [(order, note, how)], unmatched is [(order, reason)]."""
+    by_id = {n.note_id: n for n in notes}
+    by_encounter: dict[str, list[NoteRef]] = {}
+    by_patient: dict[str, list[NoteRef]] = {}
+    for note in notes:
+        if note.encounter_id:
+            by_encounter.setdefault(note.encounter_id, []).append(note)
+        if note.patient_id:
+            by_patient.setdefault(note.patient_id, []).append(note)
+    latest = lambda candidates: max(candidates, key=lambda n: (n.note_date or dt.date.min, n.seq))
+    matched, unmatched = [], []
+    for order in orders:
+        reasons = []
+        if order.note_id:
+            if order.note_id in by_id:
+                matched.append((order, by_id[order.note_id], "note_id"))
+                continue
+            reasons.append(f"note_id {order.note_id} is not among the notes")
+        if order.encounter_id:
+            candidates = [n for n in by_encounter.get(order.encounter_id, [])
+                          if not (order.patient_id and n.patient_id and n.patient_id != order.patient_id)]
+            if candidates:
+                matched.append((order, latest(candidates), "encounter_id"))
+                continue
+            reasons.append(f"no note of encounter {order.encounter_id}")
+        if order.patient_id:
+            if order.order_date is None:
+                reasons.append("no order_date to match by patient")
+            else:
+                candidates = [n for n in by_patient.get(order.patient_id, []) if n.note_date is not None
+                              and 0 <= (order.order_date - n.note_date).days <= window_days]
+                if candidates:
+                    matched.append((order, latest(candidates), "patient_window"))
+                    continue
+                reasons.append(f"no note of the patient dated 0-{window_days} days before the order")
+        if not reasons:
+            reasons.append("no note_id, encounter_id or patient_id to match by")
+        unmatched.append((order, "; ".join(reasons)))
+    return matched, unmatched
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def verdict_of(procedure: Procedure, recommendation: Recommendation) -> tuple[str, str]:
+    """(verdict, rating) of one normalised order under one recommendation (rating '' when not judged)."""
+    if not procedure.lumbar:
+        return "not_lumbar_imaging", ""
+    if not recommendation.in_scope:
+        return "out_of_scope", ""
+    rating, _ = recommendation.rating(procedure.procedure)
+    if rating == "UA":
+        return "appropriate", rating
+    if rating == "MBA":
+        return "may_be_appropriate", rating
+    indicated = recommendation.usually_appropriate
+    if not indicated:
+        return "not_indicated", rating
+    if any(same_modality(p, procedure.procedure) for p in indicated):
+        return "wrong_protocol", rating
+    return "wrong_modality", rating
+
+
+def _quote(labels: Iterable[str], evidence: Mapping[str, Sequence[str]] | None) -> str:
+    parts = []
+    for label in labels:
+        texts = (evidence or {}).get(label) or ()
+        words = label.replace("_", " ").lower() if label.isupper() else label.replace("_", " ")
+        parts.append(f'{words} "{texts[0]}"' if texts else words)
+    return ", ".join(parts)
+
+
+def scenario_phrase(recommendation: Recommendation, evidence: Mapping[str, Sequence[str]] | None,
+                    edition: Edition, only: Sequence | None = None) -> str:
+    """'NEURO (ACR21-NEURO: foot drop "R foot drop")' for each scenario (or those in `only`)."""
+    matches = only if only is not None else recommendation.scenarios
+    return "; ".join(f"{m.scenario} ({m.rule_id}: {_quote(m.evidence, evidence)})" for m in matches)
+
+
+def note_rationale(recommendation: Recommendation, edition: Edition,
+                   evidence: Mapping[str, Sequence[str]] | None = None) -> str:
+    """One line for the notes table: the scenarios, their evidence and what the edition supports."""
+    if not recommendation.in_scope:
+        return "not a back-pain note: no scenario applies"
+    if not recommendation.scenarios:
+        return "in scope but no scenario applies"
+    ua = recommendation.usually_appropriate
+    supported = (f"{recommendation.urgency} {' or '.join(ua)}" if ua else
+                 "no imaging usually appropriate" + (
+                     f" ({' or '.join(recommendation.may_be_appropriate)} may be appropriate)"
+                     if recommendation.may_be_appropriate else ""))
+    return f"{scenario_phrase(recommendation, evidence, edition)} → {supported} [{edition.name}]"
+
+
+def judge(procedure: Procedure, recommendation: Recommendation, edition: Edition,
+          evidence: Mapping[str, Sequence[str]] | None = None, priority: str | None = None,
+          priority_rules: OrderRules | None = None) -> dict:
+    """The verdict, advisories, rule ids and one-line rationale of one order."""
+    verdict, rating = verdict_of(procedure, recommendation)
+    rule_ids = list(procedure.rule_ids)
+    advisory: list[str] = []
+    if procedure.conflict:
+        advisory.append(procedure.conflict)
+    if verdict == "not_lumbar_imaging":
+        rationale = f"not lumbar imaging ({procedure.reason or 'not recognised'}); not judged"
+    elif verdict == "out_of_scope":
+        rationale = "lumbar imaging on a note that is not about back pain (no back pain, radicular or cauda " \
+                    "equina finding); not judged against the back-pain criteria"
+    else:
+        rule_ids += recommendation.rule_ids
+        advisory += list(procedure.notes)
+        for rule_id, text in advisories(procedure.procedure, recommendation, edition):
+            advisory.append(text)
+            rule_ids.append(rule_id)
+        level = normalise_priority(priority, priority_rules) if priority else None
+        if level and recommendation.urgency in NEEDS_IMAGING and \
+                PRIORITIES.index(level) < URGENCIES.index(recommendation.urgency) - 1:
+            advisory.append(f"ordered as {priority.strip().lower()}; guideline urgency is {recommendation.urgency}")
+        rationale = _order_rationale(verdict, rating, procedure.procedure, recommendation, edition, evidence)
+    return {"verdict": verdict, "advisory": "; ".join(dict.fromkeys(advisory)),
+            "rule_ids": ";".join(dict.fromkeys(rule_ids)), "rationale": rationale}
+
+
+def _order_rationale(verdict, rating, procedure, recommendation, edition, evidence) -> str:
+    _, giving = recommendation.rating(procedure)
+    scenarios = scenario_phrase(recommendation, evidence, edition, giving or None)
+    head = f"{_VERDICT_WORDS[verdict]}: {procedure} is {RATING_WORDS[rating]} for {scenarios}"
+    if verdict in ("wrong_modality", "wrong_protocol"):
+        head += f"; usually appropriate instead: {' or '.join(recommendation.usually_appropriate)}"
+    if recommendation.urgency in NEEDS_IMAGING:
+        head += f"; urgency {recommendation.urgency}"
+    return f"{head} [{edition.name}]"
+
+
+def missed_row(note: NoteRef, recommendation: Recommendation, edition: Edition) -> dict:
+    ua = recommendation.usually_appropriate
+    rationale = (f"missed imaging: no lumbar imaging order for {scenario_phrase(recommendation, note.evidence, edition)}"
+                 f"; {recommendation.urgency} {' or '.join(ua) or 'imaging'} is usually appropriate [{edition.name}]")
+    return {"note_id": note.note_id, "order_id": "", "procedure": "", "verdict": "missed_imaging",
+            "scenarios": ";".join(recommendation.scenario_ids), "urgency": recommendation.urgency, "advisory": "",
+            "rule_ids": ";".join(recommendation.rule_ids), "rationale": rationale, "edition": edition.id,
+            "matched_by": "", "patient_id": note.patient_id, "encounter_id": note.encounter_id,
+            "order_date": None, "priority": None, "description": None, "cpt": None, "provider": None, "site": None}
+
+
+def needs_imaging(recommendation: Recommendation) -> bool:
+    return recommendation.in_scope and recommendation.urgency in NEEDS_IMAGING
+
+
+def audit(notes: Sequence[NoteRef], orders: Iterable[Order], editions: Sequence[Edition], order_rules: OrderRules,
+          window_days: int = DEFAULT_WINDOW_DAYS, forced_edition: str | None = None,
+          parameters: Mapping | None = None) -> tuple[list[dict], list[dict]]:
+    """Verdict rows (one per matched order, one missed_imaging row per note in need without a lumbar
+    order) and unmatched-order rows."""
+    matched, unmatched = match_orders(notes, orders, window_days)
+    rows: list[dict] = []
+    imaged: set[str] = set()
+    for order, note, how in matched:
+        edition = choose_edition(editions, order.order_date or note.note_date, forced_edition)
+        recommendation = recommend(note.summary, edition, parameters)
+        procedure = normalise(order.description, order.cpt, order_rules)
+        judged = judge(procedure, recommendation, edition, note.evidence, order.priority, order_rules)
+        if procedure.lumbar:
+            imaged.add(note.note_id)
+        in_scope = judged["verdict"] != "not_lumbar_imaging" and recommendation.in_scope
+        rows.append({"note_id": note.note_id, "order_id": order.order_id, "procedure": procedure.procedure,
+                     **judged, "scenarios": ";".join(recommendation.scenario_ids) if in_scope else "",
+                     "urgency": recommendation.urgency, "edition": edition.id, "matched_by": how,
+                     "patient_id": order.patient_id or note.patient_id, "encounter_id": order.encounter_id,
+                     "order_date": order.order_date.isoformat() if order.order_date else None,
+                     "priority": order.priority, "description": order.description, "cpt": order.cpt,
+                     "provider": order.provider, "site": order.site})
+    for note in notes:
+        if note.note_id in imaged:
+            continue
+        edition = choose_edition(editions, note.note_date, forced_edition)
+        recommendation = recommend(note.summary, edition, parameters)
+        if needs_imaging(recommendation):
+            rows.append(missed_row(note, recommendation, edition))
+    rows = [{k: row.get(k) for k in AUDIT_FIELDS} for row in rows]
+    return rows, [{"order_id": order.order_id, "reason": reason} for order, reason in unmatched]
