@@ -111,3 +111,56 @@ def test_cli_evaluate_negex_fixture(capsys, tmp_path):
     assert report["rows"] == 22 and report["skipped"] == 0
     assert report["negation"]["f1"] >= 0.95
     assert report["experiencer"]["recall"] == 1.0
+
+
+def test_cli_explain_with_order(capsys):
+    text = "58M chronic LBP with sciatica, R foot drop, numbness and tingling in both legs."
+    assert main(["explain", text, "--order", "XR lumbar spine 2-3 views", "--priority", "routine"]) == 0
+    out = capsys.readouterr().out
+    assert "NEURO" in out and "usually appropriate: MRI_LSPINE_WO" in out
+    assert "XR_LSPINE: WRONG_MODALITY" in out
+    assert "ordered as routine; guideline urgency is urgent" in out
+    assert main(["explain", text]) == 0
+    assert "MISSED_IMAGING" in capsys.readouterr().out
+    assert main(["explain", "--json", text, "--order", "MRI L-spine w/o"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["urgency"] == "urgent" and data["orders"][0]["verdict"] == "appropriate"
+    assert main(["explain", text, "--edition", "ACR-1999"]) == 2
+    assert main(["explain", text, "--date", "yesterday"]) == 2
+
+
+def test_cli_run_with_orders_fills_notes_and_writes_audit(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "samples/notes.csv", "--orders", "samples/orders.csv", "--out", str(out)]) == 0
+    notes = pd.read_parquet(out / "notes.parquet").set_index("note_id")
+    audit = pd.read_parquet(out / "audit.parquet")
+    unmatched = pd.read_parquet(out / "unmatched_orders.parquet")
+    assert notes.loc["s-001", "scenarios"] == "NEURO" and notes.loc["s-001", "recommended"] == "MRI_LSPINE_WO"
+    assert notes.loc["s-003", "urgency"] == "emergent"
+    assert notes.loc["s-008", "scenarios"] == "" and pd.isna(notes.loc["s-008", "urgency"])
+    verdicts = audit.set_index("order_id").verdict
+    assert verdicts["o-001"] == "wrong_modality"
+    assert verdicts["o-002"] == "not_indicated"
+    assert verdicts["o-007"] == "not_lumbar_imaging"
+    assert audit[audit.verdict == "missed_imaging"].note_id.tolist() == ["s-003"]
+    # every order is in the audit table or the unmatched table, once
+    assert sorted(audit.order_id[audit.order_id != ""].tolist() + unmatched.order_id.tolist()) == \
+        sorted(pd.read_csv("samples/orders.csv").order_id)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["guideline_editions"]["ACR-2021"]["effective_from"] == "2021-11-01"
+    assert manifest["counts"]["orders_read"] == 8 and manifest["counts"]["verdicts"]["missed_imaging"] == 1
+    assert "verdicts:" in capsys.readouterr().out
+
+
+def test_cli_run_orders_no_snippets_keeps_note_text_out_of_rationales(tmp_path):
+    notes = tmp_path / "notes.csv"
+    pd.DataFrame([{"note_id": "n1", "patient_id": "P1", "note_date": "2024-01-01",
+                   "text": f"LBP with R foot drop {MARKER}foot."}]).to_csv(notes, index=False)
+    orders = tmp_path / "orders.csv"
+    pd.DataFrame([{"order_id": "o1", "note_id": "n1", "description": "XR L-spine"}]).to_csv(orders, index=False)
+    out = tmp_path / "out"
+    assert main(["run", str(notes), "--orders", str(orders), "--out", str(out), "--format", "csv",
+                 "--no-snippets"]) == 0
+    assert pd.read_csv(out / "audit.csv").verdict.tolist() == ["wrong_modality"]
+    for name in ("audit.csv", "notes.csv", "findings.csv"):
+        assert MARKER not in (out / name).read_text()

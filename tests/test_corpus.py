@@ -10,6 +10,8 @@ MIN_MICRO_F1 = 0.95
 MAX_FALSE_ALARM_RATE = 0.015
 MIN_STATUS_ACCURACY = 0.96
 MIN_MENTION_ASSERTION_ACCURACY = 0.95
+MIN_VERDICT_AGREEMENT = 0.93
+MIN_SCENARIO_ACCURACY = 0.88
 
 
 @pytest.fixture(scope="module")
@@ -34,3 +36,32 @@ def test_corpus_accuracy_ratchet(corpus, extractor):
     assert report["false_alarm_rate"] <= MAX_FALSE_ALARM_RATE
     assert report["status_accuracy"] >= MIN_STATUS_ACCURACY
     assert report["mentions"]["assertion_accuracy"] >= MIN_MENTION_ASSERTION_ACCURACY
+    audit = report["audit"]
+    assert audit["verdict_agreement"] >= MIN_VERDICT_AGREEMENT
+    assert audit["scenario_accuracy"] >= MIN_SCENARIO_ACCURACY
+    assert audit["missed_imaging"]["found"] == audit["missed_imaging"]["gold"]
+
+
+def test_corpus_gold_scenarios_follow_the_rules(corpus, rules):
+    """The rule data applied to each note's gold labels gives its gold scenarios and urgency (2021 edition),
+    and its gold verdicts under the edition of the note's date: a check of both the gold and the rules."""
+    from pipeline.audit import parse_date, verdict_of
+    from pipeline.orders import normalise
+    from pipeline.scenarios import choose_edition, recommend
+
+    latest = choose_edition(rules.editions, None, "ACR-2021")
+    for note in corpus:
+        gold = {label: note.labels.get(label) for label in LABELS}
+        gold.update({k: note.gold.get(k) for k in ("age", "bilateral_deficit", "progressive_deficit")})
+        gold["in_scope"] = any(gold[k] == "present" for k in ("LOW_BACK_PAIN", "RADICULOPATHY",
+                                                               "NEUROGENIC_CLAUDICATION")) or \
+            gold["CAUDA_EQUINA"] in ("present", "possible")
+        recommendation = recommend(gold, latest)
+        assert set(recommendation.scenario_ids) == set(note.gold["scenarios"]), note.note_id
+        assert (recommendation.urgency if recommendation.in_scope else "none") == note.gold["urgency"], note.note_id
+        for order in note.orders:
+            edition = choose_edition(rules.editions, parse_date(order.get("order_date")) or parse_date(note.note_date))
+            procedure = normalise(order.get("description"), order.get("cpt"), rules.orders)
+            if order.get("gold_procedure"):
+                assert procedure.procedure == order["gold_procedure"], order["order_id"]
+            assert verdict_of(procedure, recommend(gold, edition))[0] == order["gold_verdict"], order["order_id"]
