@@ -20,3 +20,5 @@ def test_readme_python_example_runs():
     namespace: dict = {}
     exec(code, namespace)
     assert namespace["result"].summary["MOTOR_WEAKNESS"] == "present"
+    assert namespace["assessment"].recommendation.scenario_ids == ("NEURO",)
+    assert namespace["assessment"].verdicts[0][2]["verdict"] == "appropriate"
