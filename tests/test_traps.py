@@ -145,3 +145,39 @@ TRAPS = [
 @pytest.mark.parametrize("text,label,expected", TRAPS, ids=[f"{label}:{text}" for text, label, _ in TRAPS])
 def test_traps_note_status(status, text, label, expected):
     assert status(text, label) == expected
+
+
+# misses found while auditing the corpus (each guarded by its general case)
+AUDIT_MISSES = [
+    ("s/p emergent L4-5 discectomy for CES", "PRIOR_LUMBAR_SURGERY", P),
+    ("Plan: emergent L4-5 decompression tonight.", "PRIOR_LUMBAR_SURGERY", E),
+    ("Pain started w/o injury in early June: LBP w/ shooting pain down the L thigh.", "LOW_BACK_PAIN", P),
+    ("Pain started w/o injury in early June: LBP w/ shooting pain down the L thigh.", "TRAUMA", A),
+    ("MRI shows early cauda equina compression.", "CAUDA_EQUINA", POS),
+    ("Woke this AM with a stiff, sore low back.", "LOW_BACK_PAIN", P),
+    ("Chronic LBP not responding to an adequate course of PT and NSAIDs.", "CONSERVATIVE_THERAPY_FAILED", P),
+    ("Completed 8 wks / 16 visits of PT with no relief.", "CONSERVATIVE_THERAPY_FAILED", P),
+    ("Prostate cancer with bone mets: start denosumab at oncology follow-up.", "OSTEOPOROSIS", E),
+    ("Osteoporosis on Prolia.", "OSTEOPOROSIS", P),
+]
+
+
+@pytest.mark.parametrize("text,label,expected", AUDIT_MISSES, ids=[f"{t[:40]}|{l}" for t, l, _ in AUDIT_MISSES])
+def test_traps_audit_misses(status, text, label, expected):
+    assert status(text, label) == expected
+
+
+SAFETY_NET_AND_SERVICES = [
+    ("Follow up with PCP in 1 week. ED for bladder/bowel changes or numbness in the groin.", "BLADDER_DYSFUNCTION", E),
+    ("Follow up with PCP in 1 week. ED for bladder/bowel changes or numbness in the groin.", "SADDLE_ANESTHESIA", E),
+    ("Presented to ED for back pain and urinary retention.", "BLADDER_DYSFUNCTION", P),
+    ("No prior back surgery. Spine surgery (Dr. Lee) consulted.", "PRIOR_LUMBAR_SURGERY", A),
+    ("Resume apixaban per spine team after procedure.", "PRIOR_LUMBAR_SURGERY", E),
+    ("S/p L4-5 fusion 2015, now new R leg pain.", "PRIOR_LUMBAR_SURGERY", P),
+]
+
+
+@pytest.mark.parametrize("text,label,expected", SAFETY_NET_AND_SERVICES,
+                         ids=[f"{t[:40]}|{l}" for t, l, _ in SAFETY_NET_AND_SERVICES])
+def test_traps_safety_net_and_service_names(status, text, label, expected):
+    assert status(text, label) == expected
