@@ -67,10 +67,22 @@ def note_audit_fields(result, extra: dict, editions, forced_edition=None, parame
     }, recommendation, edition
 
 
+ORDER_COLUMN_ALIASES = {
+    "description": ("order_description", "order_name", "order_text", "procedure_name", "procedure_description"),
+    "cpt": ("cpt_code", "procedure_code", "cpt4"),
+    "order_date": ("order_datetime", "ordered_date", "ordered_at", "order_time"),
+    "priority": ("order_priority",),
+}
+
+
 def read_orders(path: str | Path, columns: dict | None = None) -> tuple[list[Order], list[dict]]:
-    """The orders file as `Order`s; rows that cannot be orders go to the second list with a reason."""
+    """The orders file as `Order`s; rows that cannot be orders go to the second list with a reason.
+    Common alternative column names (`cpt_code`, `order_description`, ...) are read when ours are absent."""
     orders, problems, seen = [], [], set()
     for row_number, record in enumerate(read_records(path, columns), 1):
+        for ours, theirs in ORDER_COLUMN_ALIASES.items():
+            if record.get(ours) is None:
+                record[ours] = next((record[t] for t in theirs if record.get(t) is not None), None)
         order_id = record.get("order_id")
         if order_id is None or str(order_id).strip() == "":
             problems.append({"order_id": f"row:{row_number}", "reason": "missing order_id"})

@@ -164,3 +164,17 @@ def test_cli_run_orders_no_snippets_keeps_note_text_out_of_rationales(tmp_path):
     assert pd.read_csv(out / "audit.csv").verdict.tolist() == ["wrong_modality"]
     for name in ("audit.csv", "notes.csv", "findings.csv"):
         assert MARKER not in (out / name).read_text()
+
+
+def test_cli_run_orders_with_other_column_names_and_numeric_ids(tmp_path):
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(json.dumps({"note_id": 7, "patient_id": 42, "note_date": "2024-02-01",
+                                 "text": "LBP with new R foot drop."}) + "\n")
+    orders = tmp_path / "orders.csv"
+    pd.DataFrame([{"order_id": "x1", "patient_id": "42", "ordered_date": "2024-02-03 10:15",
+                   "order_description": "MRI LUMBAR SPINE", "cpt_code": "72148"}]).to_csv(orders, index=False)
+    out = tmp_path / "out"
+    assert main(["run", str(notes), "--orders", str(orders), "--out", str(out), "--format", "csv"]) == 0
+    audit = pd.read_csv(out / "audit.csv", dtype=str)
+    assert audit[["note_id", "order_id", "procedure", "verdict"]].values.tolist() == \
+        [["7", "x1", "MRI_LSPINE_WO", "appropriate"]]
