@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from .orders import PRIORITIES, OrderRules, Procedure, normalise, normalise_priority, same_modality
-from .scenarios import RATING_WORDS, URGENCIES, Edition, Recommendation, advisories, choose_edition, recommend
+from .scenarios import RATED, URGENCIES, Edition, Recommendation, advisories, choose_edition, recommend
 
 AUDIT_FIELDS = ("note_id", "order_id", "procedure", "verdict", "scenarios", "urgency", "advisory", "rule_ids",
                 "rationale", "edition", "matched_by", "patient_id", "encounter_id", "order_date", "priority",
@@ -160,7 +160,7 @@ def _quote(labels: Iterable[str], evidence: Mapping[str, Sequence[str]] | None) 
     parts = []
     for label in labels:
         texts = (evidence or {}).get(label) or ()
-        words = label.replace("_", " ").lower() if label.isupper() else label.replace("_", " ")
+        words = label.replace("_", " ").lower()
         parts.append(f'{words} "{texts[0]}"' if texts else words)
     return ", ".join(parts)
 
@@ -184,7 +184,8 @@ def note_rationale(recommendation: Recommendation, edition: Edition,
                  "no imaging usually appropriate" + (
                      f" ({' or '.join(recommendation.may_be_appropriate)} may be appropriate)"
                      if recommendation.may_be_appropriate else ""))
-    return f"{scenario_phrase(recommendation, evidence, edition)} → {supported} [{edition.name}]"
+    return f"{scenario_phrase(recommendation, evidence, edition)} → {supported} " \
+           f"[{_sources(edition, recommendation.scenarios)}]"
 
 
 def judge(procedure: Procedure, recommendation: Recommendation, edition: Edition,
@@ -219,18 +220,24 @@ def judge(procedure: Procedure, recommendation: Recommendation, edition: Edition
 def _order_rationale(verdict, rating, procedure, recommendation, edition, evidence) -> str:
     _, giving = recommendation.rating(procedure)
     scenarios = scenario_phrase(recommendation, evidence, edition, giving or None)
-    head = f"{_VERDICT_WORDS[verdict]}: {procedure} is {RATING_WORDS[rating]} for {scenarios}"
+    head = f"{_VERDICT_WORDS[verdict]}: {procedure} {RATED[rating]} for {scenarios}"
     if verdict in ("wrong_modality", "wrong_protocol"):
         head += f"; usually appropriate instead: {' or '.join(recommendation.usually_appropriate)}"
     if recommendation.urgency in NEEDS_IMAGING:
         head += f"; urgency {recommendation.urgency}"
-    return f"{head} [{edition.name}]"
+    return f"{head} [{_sources(edition, giving or recommendation.scenarios)}]"
+
+
+def _sources(edition: Edition, matches) -> str:
+    """The edition, and in words where a cited scenario's rating does not come from its own table."""
+    return "; ".join([edition.name, *dict.fromkeys(m.basis for m in matches if m.basis)])
 
 
 def missed_row(note: NoteRef, recommendation: Recommendation, edition: Edition) -> dict:
     ua = recommendation.usually_appropriate
     rationale = (f"missed imaging: no lumbar imaging order for {scenario_phrase(recommendation, note.evidence, edition)}"
-                 f"; {recommendation.urgency} {' or '.join(ua) or 'imaging'} is usually appropriate [{edition.name}]")
+                 f"; {recommendation.urgency} {' or '.join(ua) or 'imaging'} is usually appropriate "
+                 f"[{_sources(edition, recommendation.scenarios)}]")
     return {"note_id": note.note_id, "order_id": "", "procedure": "", "verdict": "missed_imaging",
             "scenarios": ";".join(recommendation.scenario_ids), "urgency": recommendation.urgency, "advisory": "",
             "rule_ids": ";".join(recommendation.rule_ids), "rationale": rationale, "edition": edition.id,
@@ -257,9 +264,8 @@ def audit(notes: Sequence[NoteRef], orders: Iterable[Order], editions: Sequence[
         judged = judge(procedure, recommendation, edition, note.evidence, order.priority, order_rules)
         if procedure.lumbar:
             imaged.add(note.note_id)
-        in_scope = judged["verdict"] != "not_lumbar_imaging" and recommendation.in_scope
         rows.append({"note_id": note.note_id, "order_id": order.order_id, "procedure": procedure.procedure,
-                     **judged, "scenarios": ";".join(recommendation.scenario_ids) if in_scope else "",
+                     **judged, "scenarios": ";".join(recommendation.scenario_ids),
                      "urgency": recommendation.urgency, "edition": edition.id, "matched_by": how,
                      "patient_id": order.patient_id or note.patient_id, "encounter_id": order.encounter_id,
                      "order_date": order.order_date.isoformat() if order.order_date else None,

@@ -15,6 +15,7 @@ from .orders import LUMBAR_PROCEDURES
 URGENCIES = ("none", "routine", "urgent", "emergent")
 RATINGS = ("UA", "MBA", "UNA")
 RATING_WORDS = {"UA": "usually appropriate", "MBA": "may be appropriate", "UNA": "usually not appropriate"}
+RATED = {"UA": "is usually appropriate", "MBA": "may be appropriate", "UNA": "is usually not appropriate"}
 SUMMARY_FIELDS_USED = ("age", "bilateral_deficit", "progressive_deficit", "duration_days", "duration_class")
 FIELD_WORDS = {"bilateral_deficit": "bilateral deficit", "progressive_deficit": "progressive deficit", "age": "age"}
 
@@ -36,6 +37,7 @@ class ScenarioRule:
     unless_scenarios: tuple = ()
     usually_appropriate: tuple = ()
     may_be_appropriate: tuple = ()
+    basis: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class ScenarioMatch:
     may_be_appropriate: tuple[str, ...]
     variant: str
     source: str
+    basis: str = ""  # where the rating departs from the edition's own table, said in words
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def matches(condition: dict, summary: Mapping, parameters: Mapping) -> tuple[str
     bound = condition["at_least"]
     if isinstance(bound, dict):
         bound = parameters[bound["parameter"]]
-    return (condition["field"],) if value is not None and value >= bound else None
+    return (f"{condition['field']} {value}",) if value is not None and value >= bound else None
 
 
 # ---------------------------------------------------------------- rule data
@@ -234,7 +237,7 @@ def build_edition(data: dict, file: str = "") -> Edition:
                      when=r["when"], urgency=r["urgency"], urgency_when=tuple(r.get("urgency_when", [])),
                      unless_scenarios=tuple(r.get("unless_scenarios", [])),
                      usually_appropriate=tuple(r.get("usually_appropriate", [])),
-                     may_be_appropriate=tuple(r.get("may_be_appropriate", [])))
+                     may_be_appropriate=tuple(r.get("may_be_appropriate", [])), basis=r.get("basis", ""))
         for r in data.get("scenario_rules", []))
     return Edition(id=edition["id"], name=edition.get("name", edition["id"]), citation=edition["citation"],
                    effective_from=dt.date.fromisoformat(start) if start else None,
@@ -287,7 +290,7 @@ def recommend(summary: Mapping, edition: Edition, parameters: Mapping | None = N
                 ua += [p for p in modifier["add_usually_appropriate"] if p not in ua]
         mba = tuple(p for p in rule.may_be_appropriate if p not in ua)
         found.append(ScenarioMatch(rule.scenario, rule.id, rule.title, urgency, evidence, tuple(ua), mba,
-                                   rule.variant, rule.source))
+                                   rule.variant, rule.source, rule.basis))
     urgency = max((m.urgency for m in found), key=URGENCIES.index, default="none")
     used = tuple(m["id"] for m in substitutions if any(
         p in s.usually_appropriate and p not in _rule(edition, s.rule_id).usually_appropriate
@@ -301,9 +304,14 @@ def _rule(edition: Edition, rule_id: str) -> ScenarioRule:
 
 
 def advisories(procedure: str, recommendation: Recommendation, edition: Edition) -> list[tuple[str, str]]:
-    """(rule id, advisory) pairs of the edition's advisory modifiers that apply to `procedure`."""
+    """(rule id, advisory) pairs of the edition's modifiers that apply to `procedure`: advisory
+    modifiers, and the substitution that made it usually appropriate (e.g. MRI contraindicated)."""
     ids = set(recommendation.scenario_ids)
     out = []
+    for modifier in edition.modifier_rules:
+        if modifier["id"] in recommendation.modifiers and procedure in modifier["add_usually_appropriate"] and \
+                any(procedure in m.usually_appropriate for m in recommendation.scenarios):
+            out.append((modifier["id"], modifier.get("note") or modifier["id"]))
     for modifier in edition.modifier_rules:
         if modifier.get("kind") != "advisory" or procedure not in modifier["procedures"]:
             continue

@@ -165,3 +165,15 @@ def test_audit_judge_is_pure_over_summary(extractor):
     judged = judge(normalise("XR L-spine"), recommendation, edition)
     assert judged["verdict"] == "wrong_modality"
     assert "foot drop" in judged["rationale"]  # without evidence texts it names the label
+
+
+def test_audit_rationale_says_when_ct_stands_in_for_mri_and_where_a_rating_comes_from(extractor):
+    ces = "Back pain with saddle numbness and urinary retention. Pacemaker, MRI contraindicated."
+    judged = verdict(extractor, ces, "CT myelogram lumbar")
+    assert judged["verdict"] == "appropriate"
+    assert "MRI contraindicated" in judged["advisory"] and "ACR21-MOD-MRI-CONTRA" in judged["rule_ids"]
+    neuro = verdict(extractor, LEG_WEAKNESS, "MRI lumbar w/wo")
+    assert "may be appropriate for NEURO" in neuro["rationale"]
+    assert "ACR 2016 variant F" in neuro["rationale"]  # NEURO is not a 2021 variant
+    elderly = verdict(extractor, "81 yo F with LBP x 5 days.", "XR L-spine")
+    assert "age 81" in elderly["rationale"]
