@@ -42,7 +42,8 @@ def parse_date(value) -> dt.date | None:
         return None
 
 
-def _text(value) -> str | None:
+def text_or_none(value) -> str | None:
+    """A field as stripped text; None when missing, NaN or blank."""
     if value is None or value != value:
         return None
     text = str(value).strip()
@@ -67,11 +68,11 @@ class Order:
         cpt = record.get("cpt")
         if isinstance(cpt, float) and cpt == cpt:
             cpt = str(int(cpt))  # a CSV reader's 72148.0
-        return cls(order_id=str(record["order_id"]), description=_text(record.get("description")), cpt=_text(cpt),
-                   note_id=_text(record.get("note_id")), encounter_id=_text(record.get("encounter_id")),
-                   patient_id=_text(record.get("patient_id")), order_date=parse_date(record.get("order_date")),
-                   priority=_text(record.get("priority")), provider=_text(record.get("provider")),
-                   site=_text(record.get("site")))
+        return cls(order_id=str(record["order_id"]), description=text_or_none(record.get("description")), cpt=text_or_none(cpt),
+                   note_id=text_or_none(record.get("note_id")), encounter_id=text_or_none(record.get("encounter_id")),
+                   patient_id=text_or_none(record.get("patient_id")), order_date=parse_date(record.get("order_date")),
+                   priority=text_or_none(record.get("priority")), provider=text_or_none(record.get("provider")),
+                   site=text_or_none(record.get("site")))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import __version__
 from .audit import (AUDIT_FIELDS, DEFAULT_WINDOW_DAYS, UNMATCHED_FIELDS, NoteRef, Order, audit, missed_row,
-                    needs_imaging, note_rationale, parse_date)
+                    needs_imaging, note_rationale, parse_date, text_or_none)
 from .extract import Extractor
 from .findings import FINDING_FIELDS
 from .scenarios import Edition, Recommendation, choose_edition, recommend
@@ -130,7 +130,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         note_rows.append({**result.summary, **extra, **fields})
         if not orders_path or recommendation is None:
             continue
-        ref = NoteRef(result.note_id, result.summary, _str(extra.get("patient_id")), _str(extra.get("encounter_id")),
+        ref = NoteRef(result.note_id, result.summary, text_or_none(extra.get("patient_id")), text_or_none(extra.get("encounter_id")),
                       parse_date(extra.get("note_date")), evidence, seq)
         if ref.note_id in linked_notes or ref.encounter_id in linked_encounters or ref.patient_id in linked_patients:
             refs.append(ref)  # an order may match it: judged once every note is read
@@ -174,10 +174,6 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     }
     write_json(manifest, out_dir / "manifest.json")
     return manifest
-
-
-def _str(value) -> str | None:
-    return None if value is None or value != value or str(value).strip() == "" else str(value).strip()
 
 
 def _counted(records: Iterable[dict], counter: Counter) -> Iterator[dict]:

@@ -7,8 +7,8 @@ and the conflict is reported. Anything not recognised is OTHER with a reason, ne
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from dataclasses import dataclass, field
 
 PROCEDURES = ("XR_LSPINE", "CT_LSPINE_WO", "CT_LSPINE_W", "CT_LSPINE_WWO", "MRI_LSPINE_WO", "MRI_LSPINE_W",
               "MRI_LSPINE_WWO", "CT_MYELO_LSPINE", "BONE_SCAN", "OTHER")
@@ -19,6 +19,8 @@ MODALITY_OF = {"XR_LSPINE": "XR", "CT_LSPINE_WO": "CT", "CT_LSPINE_W": "CT", "CT
 PRIORITIES = ("routine", "urgent", "emergent")
 _CPT = re.compile(r"(?<![0-9A-Z])(\d{4}[0-9FTU])(?![0-9])", re.IGNORECASE)
 _TEXT_KINDS = ("exclusions", "modalities", "regions", "contrast", "priorities")
+NO_REGION = "no body region in the order"
+NOT_RECOGNISED = "not recognised as imaging of the lumbar spine"
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def read_text(description, rules: OrderRules, assume_lumbar: bool = False) -> _R
     if modality_rule is None:
         if any(r["lumbar"] for r in regions):
             return _Reading("OTHER", tuple(r["id"] for r in regions), "no imaging modality named in the order")
-        return _Reading("OTHER", (), "not recognised as imaging of the lumbar spine")
+        return _Reading("OTHER", (), NOT_RECOGNISED)
     modality = modality_rule["modality"]
     ids = [modality_rule["id"]]
     notes: list[str] = []
@@ -189,9 +191,9 @@ def read_text(description, rules: OrderRules, assume_lumbar: bool = False) -> _R
     elif modality in rules.region_free:
         pass
     elif assume_lumbar:
-        notes.append("no body region in the order; read as lumbar spine")
+        notes.append(f"{NO_REGION}; read as lumbar spine")
     else:
-        return _Reading("OTHER", tuple(ids), "no body region in the order")
+        return _Reading("OTHER", tuple(ids), NO_REGION)
     target = rules.procedures.get(modality)
     assumed = False
     if isinstance(target, dict):
@@ -224,11 +226,9 @@ def normalise(description=None, cpt=None, rules: OrderRules | None = None, assum
         return Procedure(by_text.procedure, by_text.rule_ids, "text", by_text.reason, None, notes)
     if by_text is None:
         return Procedure(by_code.procedure, by_code.rule_ids, "cpt", by_code.reason, None, by_code.notes)
-    if by_code.procedure != "OTHER" and by_text.reason == "no body region in the order":
+    if by_code.procedure != "OTHER" and by_text.reason == NO_REGION:
         by_text = read_text(description, rules, assume_lumbar=True)  # the code supplies the region
-        by_text = _Reading(by_text.procedure, by_text.rule_ids, by_text.reason,
-                           tuple(n for n in by_text.notes if "no body region" not in n), (), False,
-                           by_text.contrast_assumed)
+        by_text = replace(by_text, notes=tuple(n for n in by_text.notes if not n.startswith(NO_REGION)))
     ids = tuple(dict.fromkeys(by_code.rule_ids + by_text.rule_ids))
     if by_code.defer_to_text and by_text.procedure != "OTHER":
         return Procedure(by_text.procedure, ids, "cpt+text", None, None, by_text.notes)
@@ -236,14 +236,12 @@ def normalise(description=None, cpt=None, rules: OrderRules | None = None, assum
         return Procedure(by_code.procedure, ids, "cpt+text", None, None, by_code.notes)  # the code states it
     if by_text.procedure == by_code.procedure or by_text.procedure in by_code.also:
         chosen = by_text.procedure
-        reason = by_text.reason if chosen == "OTHER" and by_text.procedure == "OTHER" else None
-        reason = reason or (by_code.reason if chosen == "OTHER" else None)
-        notes = by_code.notes + tuple(n for n in by_text.notes if "not stated" not in n)
-        return Procedure(chosen, ids, "cpt+text", reason, None, notes)
-    if by_text.procedure == "OTHER" and by_text.reason and "not recognised" in by_text.reason:
+        reason = (by_text.reason or by_code.reason) if chosen == "OTHER" else None
+        return Procedure(chosen, ids, "cpt+text", reason, None, by_code.notes + by_text.notes)
+    if by_text.reason == NOT_RECOGNISED:
         return Procedure(by_code.procedure, by_code.rule_ids, "cpt", by_code.reason, None, by_code.notes)
     winner = rules.settings.get("winner_on_conflict", "cpt")
-    chosen, other = (by_code, by_text) if winner == "cpt" else (by_text, by_code)
+    chosen = by_code if winner == "cpt" else by_text
     conflict = (f"order text reads as {by_text.procedure}, CPT code reads as {by_code.procedure}; "
                 f"the {'CPT code' if winner == 'cpt' else 'text'} is used")
     return Procedure(chosen.procedure, ids, "cpt" if winner == "cpt" else "text",

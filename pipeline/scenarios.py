@@ -55,16 +55,34 @@ class Edition:
 
 @dataclass(frozen=True)
 class ScenarioMatch:
-    scenario: str
-    rule_id: str
-    title: str
+    """One scenario rule that applies to a note, with what made it apply and the procedures it
+    supports once the modifiers are applied (the rule itself keeps the edition's own lists)."""
+
+    rule: ScenarioRule
     urgency: str
     evidence: tuple[str, ...]  # what made it match: label names and summary fields
     usually_appropriate: tuple[str, ...]
     may_be_appropriate: tuple[str, ...]
-    variant: str
-    source: str
-    basis: str = ""  # where the rating departs from the edition's own table, said in words
+
+    @property
+    def scenario(self) -> str:
+        return self.rule.scenario
+
+    @property
+    def rule_id(self) -> str:
+        return self.rule.id
+
+    @property
+    def title(self) -> str:
+        return self.rule.title
+
+    @property
+    def source(self) -> str:
+        return self.rule.source
+
+    @property
+    def basis(self) -> str:
+        return self.rule.basis
 
 
 @dataclass(frozen=True)
@@ -289,18 +307,13 @@ def recommend(summary: Mapping, edition: Edition, parameters: Mapping | None = N
             if modifier["if_usually_appropriate"] in ua:
                 ua += [p for p in modifier["add_usually_appropriate"] if p not in ua]
         mba = tuple(p for p in rule.may_be_appropriate if p not in ua)
-        found.append(ScenarioMatch(rule.scenario, rule.id, rule.title, urgency, evidence, tuple(ua), mba,
-                                   rule.variant, rule.source, rule.basis))
+        found.append(ScenarioMatch(rule, urgency, evidence, tuple(ua), mba))
     urgency = max((m.urgency for m in found), key=URGENCIES.index, default="none")
     used = tuple(m["id"] for m in substitutions if any(
-        p in s.usually_appropriate and p not in _rule(edition, s.rule_id).usually_appropriate
+        p in s.usually_appropriate and p not in s.rule.usually_appropriate
         for s in found for p in m["add_usually_appropriate"]))
     notes = tuple(m.get("note", "") for m in substitutions if m["id"] in used)
     return Recommendation(edition.id, True, tuple(found), urgency, used, notes)
-
-
-def _rule(edition: Edition, rule_id: str) -> ScenarioRule:
-    return next(r for r in edition.scenario_rules if r.id == rule_id)
 
 
 def advisories(procedure: str, recommendation: Recommendation, edition: Edition) -> list[tuple[str, str]]:

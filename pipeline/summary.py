@@ -119,6 +119,13 @@ def duration(text: str, findings: Iterable[Finding]) -> tuple[int | None, str]:
     return None, "acute" if described == "acute" else "unknown"
 
 
+def in_scope(statuses) -> bool:
+    """A back-pain note for the audit: low back, radicular or claudication pain present, or cauda
+    equina present or possible (findings contract, "Scope")."""
+    return any(statuses.get(label) == "present" for label in PAIN_LABELS) or \
+        statuses.get("CAUDA_EQUINA") in ("present", "possible")
+
+
 def summarise(note_id: str, text: str, findings: list[Finding]) -> dict:
     """The per-note summary row (one column per canonical label, then the derived fields)."""
     statuses = label_statuses(findings)
@@ -128,8 +135,6 @@ def summarise(note_id: str, text: str, findings: list[Finding]) -> dict:
     progressive = any(f.progressive for f in deficits) or any(
         f.progressive for f in findings if f.label == "SADDLE_ANESTHESIA" and mention_status(f) == "present")
     days, duration_class = duration(text, findings)
-    in_scope = any(statuses[label] == "present" for label in PAIN_LABELS) or \
-        statuses["CAUDA_EQUINA"] in ("present", "possible")
     return {
         "note_id": note_id,
         **statuses,
@@ -138,7 +143,7 @@ def summarise(note_id: str, text: str, findings: list[Finding]) -> dict:
         "duration_class": duration_class,
         "bilateral_deficit": bilateral,
         "progressive_deficit": progressive,
-        "in_scope": in_scope,
+        "in_scope": in_scope(statuses),
     }
 
 

@@ -48,14 +48,13 @@ def test_corpus_gold_scenarios_follow_the_rules(corpus, rules):
     from pipeline.audit import parse_date, verdict_of
     from pipeline.orders import normalise
     from pipeline.scenarios import choose_edition, recommend
+    from pipeline.summary import in_scope
 
     latest = choose_edition(rules.editions, None, "ACR-2021")
     for note in corpus:
         gold = {label: note.labels.get(label) for label in LABELS}
         gold.update({k: note.gold.get(k) for k in ("age", "bilateral_deficit", "progressive_deficit")})
-        gold["in_scope"] = any(gold[k] == "present" for k in ("LOW_BACK_PAIN", "RADICULOPATHY",
-                                                               "NEUROGENIC_CLAUDICATION")) or \
-            gold["CAUDA_EQUINA"] in ("present", "possible")
+        gold["in_scope"] = in_scope(gold)
         recommendation = recommend(gold, latest)
         assert set(recommendation.scenario_ids) == set(note.gold["scenarios"]), note.note_id
         assert (recommendation.urgency if recommendation.in_scope else "none") == note.gold["urgency"], note.note_id

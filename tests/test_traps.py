@@ -142,11 +142,6 @@ TRAPS = [
 ]
 
 
-@pytest.mark.parametrize("text,label,expected", TRAPS, ids=[f"{label}:{text}" for text, label, _ in TRAPS])
-def test_traps_note_status(status, text, label, expected):
-    assert status(text, label) == expected
-
-
 # misses found while auditing the corpus (each guarded by its general case)
 AUDIT_MISSES = [
     ("s/p emergent L4-5 discectomy for CES", "PRIOR_LUMBAR_SURGERY", P),
@@ -162,11 +157,6 @@ AUDIT_MISSES = [
 ]
 
 
-@pytest.mark.parametrize("text,label,expected", AUDIT_MISSES, ids=[f"{t[:40]}|{l}" for t, l, _ in AUDIT_MISSES])
-def test_traps_audit_misses(status, text, label, expected):
-    assert status(text, label) == expected
-
-
 SAFETY_NET_AND_SERVICES = [
     ("Follow up with PCP in 1 week. ED for bladder/bowel changes or numbness in the groin.", "BLADDER_DYSFUNCTION", E),
     ("Follow up with PCP in 1 week. ED for bladder/bowel changes or numbness in the groin.", "SADDLE_ANESTHESIA", E),
@@ -177,7 +167,9 @@ SAFETY_NET_AND_SERVICES = [
 ]
 
 
-@pytest.mark.parametrize("text,label,expected", SAFETY_NET_AND_SERVICES,
-                         ids=[f"{t[:40]}|{l}" for t, l, _ in SAFETY_NET_AND_SERVICES])
-def test_traps_safety_net_and_service_names(status, text, label, expected):
+ALL_TRAPS = TRAPS + AUDIT_MISSES + SAFETY_NET_AND_SERVICES
+
+
+@pytest.mark.parametrize("text,label,expected", ALL_TRAPS, ids=[f"{label}:{text}" for text, label, _ in ALL_TRAPS])
+def test_traps_note_status(status, text, label, expected):
     assert status(text, label) == expected
