@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from .labels import LABELS
+from .omop import check_mapping
 from .orders import check_order_rules, compile_order_rules
 from .scenarios import build_edition, check_guideline
 
@@ -126,8 +127,10 @@ def load_rules(rules_dir: str | Path | None = None) -> RuleSet:
             check_guideline(data, rel, problems, seen_ids)
             if len(problems) == before:
                 ruleset.editions.append(build_edition(data, rel))
+        if "omop_mapping" in data:
+            check_mapping(data["omop_mapping"], f"{rel}:omop_mapping", problems)
         known = {"target_rules", "context_rules", "section_rules", "scenario_rules", "order_rules",
-                 "edition", "modifier_rules", "description"}
+                 "edition", "modifier_rules", "description", "omop_mapping"}
         for key in set(data) - known:
             problems.append(f"{rel}: unknown top-level key {key!r}")
     editions = [e.id for e in ruleset.editions]
