@@ -87,6 +87,17 @@ class NoteRef:
     evidence: Mapping[str, Sequence[str]] | None = None
     seq: int = 0
 
+    def as_json(self) -> dict:
+        return {"note_id": self.note_id, "summary": dict(self.summary), "patient_id": self.patient_id,
+                "encounter_id": self.encounter_id, "note_date": self.note_date.isoformat() if self.note_date else None,
+                "evidence": {k: list(v) for k, v in self.evidence.items()} if self.evidence is not None else None,
+                "seq": self.seq}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "NoteRef":
+        return cls(data["note_id"], data["summary"], data.get("patient_id"), data.get("encounter_id"),
+                   parse_date(data.get("note_date")), data.get("evidence"), data.get("seq", 0))
+
 
 # ---------------------------------------------------------------- matching
 
@@ -103,36 +114,56 @@ def match_orders(notes: Sequence[NoteRef], orders: Iterable[Order], window_days:
             by_encounter.setdefault(note.encounter_id, []).append(note)
         if note.patient_id:
             by_patient.setdefault(note.patient_id, []).append(note)
-    latest = lambda candidates: max(candidates, key=lambda n: (n.note_date or dt.date.min, n.seq))
+    latest = lambda candidates: max(candidates, key=_recency) if candidates else None
     matched, unmatched = [], []
     for order in orders:
-        reasons = []
-        if order.note_id:
-            if order.note_id in by_id:
-                matched.append((order, by_id[order.note_id], "note_id"))
-                continue
-            reasons.append(f"note_id {order.note_id} is not among the notes")
-        if order.encounter_id:
-            candidates = [n for n in by_encounter.get(order.encounter_id, [])
-                          if not (order.patient_id and n.patient_id and n.patient_id != order.patient_id)]
-            if candidates:
-                matched.append((order, latest(candidates), "encounter_id"))
-                continue
-            reasons.append(f"no note of encounter {order.encounter_id}")
-        if order.patient_id:
-            if order.order_date is None:
-                reasons.append("no order_date to match by patient")
-            else:
-                candidates = [n for n in by_patient.get(order.patient_id, []) if n.note_date is not None
-                              and 0 <= (order.order_date - n.note_date).days <= window_days]
-                if candidates:
-                    matched.append((order, latest(candidates), "patient_window"))
-                    continue
-                reasons.append(f"no note of the patient dated 0-{window_days} days before the order")
-        if not reasons:
-            reasons.append("no note_id, encounter_id or patient_id to match by")
-        unmatched.append((order, "; ".join(reasons)))
+        encounter = latest([n for n in by_encounter.get(order.encounter_id, []) if _same_patient(order, n)]) \
+            if order.encounter_id else None
+        window = latest([n for n in by_patient.get(order.patient_id, []) if _in_window(order, n, window_days)]) \
+            if order.patient_id else None
+        note, how = _choose(order, by_id.get(order.note_id) if order.note_id else None, encounter, window, window_days)
+        if note is None:
+            unmatched.append((order, how))
+        else:
+            matched.append((order, note, how))
     return matched, unmatched
+
+
+def _recency(note: NoteRef):
+    return note.note_date or dt.date.min, note.seq
+
+
+def _same_patient(order: Order, note: NoteRef) -> bool:
+    return not (order.patient_id and note.patient_id and note.patient_id != order.patient_id)
+
+
+def _in_window(order: Order, note: NoteRef, window_days: int) -> bool:
+    return order.order_date is not None and note.note_date is not None and \
+        0 <= (order.order_date - note.note_date).days <= window_days
+
+
+def _choose(order: Order, by_id: NoteRef | None, encounter: NoteRef | None, window: NoteRef | None,
+            window_days: int) -> tuple[NoteRef | None, str]:
+    """(note, how it matched) from an order's candidates in rule order, or (None, why none matched)."""
+    reasons = []
+    if order.note_id:
+        if by_id is not None:
+            return by_id, "note_id"
+        reasons.append(f"note_id {order.note_id} is not among the notes")
+    if order.encounter_id:
+        if encounter is not None:
+            return encounter, "encounter_id"
+        reasons.append(f"no note of encounter {order.encounter_id}")
+    if order.patient_id:
+        if order.order_date is None:
+            reasons.append("no order_date to match by patient")
+        else:
+            if window is not None:
+                return window, "patient_window"
+            reasons.append(f"no note of the patient dated 0-{window_days} days before the order")
+    if not reasons:
+        reasons.append("no note_id, encounter_id or patient_id to match by")
+    return None, "; ".join(reasons)
 
 
 # ---------------------------------------------------------------- verdicts
@@ -259,25 +290,132 @@ def audit(notes: Sequence[NoteRef], orders: Iterable[Order], editions: Sequence[
     rows: list[dict] = []
     imaged: set[str] = set()
     for order, note, how in matched:
-        edition = choose_edition(editions, order.order_date or note.note_date, forced_edition)
-        recommendation = recommend(note.summary, edition, parameters)
-        procedure = normalise(order.description, order.cpt, order_rules)
-        judged = judge(procedure, recommendation, edition, note.evidence, order.priority, order_rules)
-        if procedure.lumbar:
+        row, lumbar = _order_row(order, note, how, editions, order_rules, forced_edition, parameters)
+        if lumbar:
             imaged.add(note.note_id)
-        rows.append({"note_id": note.note_id, "order_id": order.order_id, "procedure": procedure.procedure,
-                     **judged, "scenarios": ";".join(recommendation.scenario_ids),
-                     "urgency": recommendation.urgency, "edition": edition.id, "matched_by": how,
-                     "patient_id": order.patient_id or note.patient_id, "encounter_id": order.encounter_id,
-                     "order_date": order.order_date.isoformat() if order.order_date else None,
-                     "priority": order.priority, "description": order.description, "cpt": order.cpt,
-                     "provider": order.provider, "site": order.site})
+        rows.append(row)
     for note in notes:
         if note.note_id in imaged:
             continue
-        edition = choose_edition(editions, note.note_date, forced_edition)
-        recommendation = recommend(note.summary, edition, parameters)
-        if needs_imaging(recommendation):
-            rows.append(missed_row(note, recommendation, edition))
+        row = _missed_row_if_needed(note, editions, forced_edition, parameters)
+        if row is not None:
+            rows.append(row)
     rows = [{k: row.get(k) for k in AUDIT_FIELDS} for row in rows]
     return rows, [{"order_id": order.order_id, "reason": reason} for order, reason in unmatched]
+
+
+def _order_row(order: Order, note: NoteRef, how: str, editions: Sequence[Edition], order_rules: OrderRules,
+               forced_edition: str | None, parameters: Mapping | None) -> tuple[dict, bool]:
+    """The audit row of one matched order, and whether it is lumbar imaging."""
+    edition = choose_edition(editions, order.order_date or note.note_date, forced_edition)
+    recommendation = recommend(note.summary, edition, parameters)
+    procedure = normalise(order.description, order.cpt, order_rules)
+    judged = judge(procedure, recommendation, edition, note.evidence, order.priority, order_rules)
+    return {"note_id": note.note_id, "order_id": order.order_id, "procedure": procedure.procedure,
+            **judged, "scenarios": ";".join(recommendation.scenario_ids),
+            "urgency": recommendation.urgency, "edition": edition.id, "matched_by": how,
+            "patient_id": order.patient_id or note.patient_id, "encounter_id": order.encounter_id,
+            "order_date": order.order_date.isoformat() if order.order_date else None,
+            "priority": order.priority, "description": order.description, "cpt": order.cpt,
+            "provider": order.provider, "site": order.site}, procedure.lumbar
+
+
+def _missed_row_if_needed(note: NoteRef, editions: Sequence[Edition], forced_edition: str | None,
+                          parameters: Mapping | None) -> dict | None:
+    edition = choose_edition(editions, note.note_date, forced_edition)
+    recommendation = recommend(note.summary, edition, parameters)
+    return missed_row(note, recommendation, edition) if needs_imaging(recommendation) else None
+
+
+# ---------------------------------------------------------------- streaming
+
+
+@dataclass(frozen=True)
+class LinkKeys:
+    """The ids by which some order could link to a note (picklable, for worker processes)."""
+
+    note_ids: frozenset = frozenset()
+    encounter_ids: frozenset = frozenset()
+    patient_ids: frozenset = frozenset()
+
+    @classmethod
+    def of(cls, orders: Iterable[Order]) -> "LinkKeys":
+        orders = list(orders)
+        return cls(frozenset(o.note_id for o in orders if o.note_id),
+                   frozenset(o.encounter_id for o in orders if o.encounter_id),
+                   frozenset(o.patient_id for o in orders if o.patient_id))
+
+    def links(self, note: NoteRef) -> bool:
+        return note.note_id in self.note_ids or note.encounter_id in self.encounter_ids or \
+            note.patient_id in self.patient_ids
+
+
+class OrderMatcher:
+    """`audit()` over notes offered one at a time, in any order: the same rows from `finish()`.
+
+    Per order it keeps only its best candidate note for each matching rule (note_id; the encounter's
+    latest; the patient's latest in the window, latest by (note_date, seq) as `match_orders` decides),
+    and the missed_imaging row of each offered note that needs imaging until `finish()` knows whether a
+    lumbar order matched it. Memory grows with the orders and those notes, not with every note offered:
+    a batch offers only the notes some order can link to (`keys.links(note)`).
+    """
+
+    def __init__(self, orders: Iterable[Order], editions: Sequence[Edition], order_rules: OrderRules,
+                 window_days: int = DEFAULT_WINDOW_DAYS, forced_edition: str | None = None,
+                 parameters: Mapping | None = None):
+        self.orders = list(orders)
+        self.editions, self.order_rules, self.window_days = editions, order_rules, window_days
+        self.forced_edition, self.parameters = forced_edition, parameters
+        self.keys = LinkKeys.of(self.orders)
+        self._by_note: dict[str, list[int]] = {}
+        self._by_encounter: dict[str, list[int]] = {}
+        self._by_patient: dict[str, list[int]] = {}
+        for i, order in enumerate(self.orders):
+            for index, key in ((self._by_note, order.note_id), (self._by_encounter, order.encounter_id),
+                               (self._by_patient, order.patient_id)):
+                if key:
+                    index.setdefault(key, []).append(i)
+        n = len(self.orders)
+        self._by_id: list[NoteRef | None] = [None] * n
+        self._encounter: list[NoteRef | None] = [None] * n
+        self._window: list[NoteRef | None] = [None] * n
+        self._missed: dict[str, tuple[int, dict]] = {}
+
+    def offer(self, note: NoteRef) -> None:
+        """Consider one note for every order it could match."""
+        for i in self._by_note.get(note.note_id, ()):
+            current = self._by_id[i]
+            if current is None or note.seq > current.seq:  # as a dict by note_id: the later note wins
+                self._by_id[i] = note
+        for i in self._by_encounter.get(note.encounter_id, ()) if note.encounter_id else ():
+            if _same_patient(self.orders[i], note):
+                current = self._encounter[i]
+                if current is None or _recency(note) > _recency(current):
+                    self._encounter[i] = note
+        for i in self._by_patient.get(note.patient_id, ()) if note.patient_id else ():
+            if _in_window(self.orders[i], note, self.window_days):
+                current = self._window[i]
+                if current is None or _recency(note) > _recency(current):
+                    self._window[i] = note
+        row = _missed_row_if_needed(note, self.editions, self.forced_edition, self.parameters)
+        if row is not None:
+            self._missed[note.note_id] = (note.seq, row)
+
+    def finish(self) -> tuple[list[dict], list[dict]]:
+        """The verdict rows and unmatched-order rows `audit()` gives for the notes offered."""
+        rows: list[dict] = []
+        unmatched: list[dict] = []
+        imaged: set[str] = set()
+        for i, order in enumerate(self.orders):
+            note, how = _choose(order, self._by_id[i], self._encounter[i], self._window[i], self.window_days)
+            if note is None:
+                unmatched.append({"order_id": order.order_id, "reason": how})
+                continue
+            row, lumbar = _order_row(order, note, how, self.editions, self.order_rules, self.forced_edition,
+                                     self.parameters)
+            if lumbar:
+                imaged.add(note.note_id)
+            rows.append(row)
+        rows += [row for _, row in sorted(self._missed.values(), key=lambda kv: kv[0])
+                 if row["note_id"] not in imaged]
+        return [{k: row.get(k) for k in AUDIT_FIELDS} for row in rows], unmatched

@@ -1,54 +1,253 @@
-"""The batch job: notes in, findings / notes / errors tables and a manifest out.
+"""The batch job: notes in, findings / notes / errors / audit tables and a manifest out.
 
-A thin shell around per-note extraction: every input note ends in the notes table or in the
-errors table with a reason, and no note text ever reaches an error message.
+A thin shell around per-note extraction that streams: the main process reads and validates records
+and cuts them into numbered chunks of `chunk_size` input records (boundaries depend only on the
+input); `process_chunk` turns one chunk into its rows (the same function for every engine); each chunk's
+rows are written as parts under DIR/_parts and its completion recorded, so an interrupted run resumes
+from the last completed chunk; at the end the parts are published, in chunk order, as the final tables.
+Every input note ends in the notes table or in the errors table with a reason, and no note text ever
+reaches an error message.
 """
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import heapq
+import json
+import os
+import resource
+import shutil
+import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
-
-import pandas as pd
+from typing import Callable, Iterable, Iterator
 
 from . import __version__
-from .audit import (AUDIT_FIELDS, DEFAULT_WINDOW_DAYS, UNMATCHED_FIELDS, NoteRef, Order, audit, missed_row,
-                    needs_imaging, note_rationale, parse_date, text_or_none)
-from .extract import Extractor
-from .findings import FINDING_FIELDS
+from .audit import (AUDIT_FIELDS, DEFAULT_WINDOW_DAYS, UNMATCHED_FIELDS, LinkKeys, NoteRef, Order, OrderMatcher,
+                    missed_row, needs_imaging, note_rationale, parse_date, text_or_none)
+from .findings import FINDING_FIELDS, Finding
 from .scenarios import Edition, Recommendation, choose_edition, recommend
 from .summary import SUMMARY_FIELDS, evidence_by_label
-from .tables import PASSTHROUGH_NOTE_COLUMNS, read_records, write_json, write_table
+from .tables import (PASSTHROUGH_NOTE_COLUMNS, InputError, TableWriter, UsageError, arrow_schema, read_parts,
+                     read_records, to_arrow, write_json, write_part)
 
 AUDIT_NOTE_FIELDS = ("scenarios", "urgency", "recommended", "rationale", "edition")
-NOTE_TABLE_FIELDS = (*SUMMARY_FIELDS, *PASSTHROUGH_NOTE_COLUMNS, *AUDIT_NOTE_FIELDS)
 ERROR_FIELDS = ("note_id", "reason")
 TEXT_FIELDS = ("text", "cue")
+DEFAULT_CHUNK_SIZE = 500
+PARTS = "_parts"
+NOTE_COLUMNS = ("note_id", "text", *PASSTHROUGH_NOTE_COLUMNS)  # what a chunk carries of each record
+_SUMMARY_TYPES = {"age": "int", "duration_days": "int", "bilateral_deficit": "bool", "progressive_deficit": "bool",
+                  "in_scope": "bool"}
+NOTE_TABLE_FIELDS = (*SUMMARY_FIELDS, *PASSTHROUGH_NOTE_COLUMNS, *AUDIT_NOTE_FIELDS)
+
+
+def _finding_types() -> dict[str, str]:
+    """The column type of each field of the finding record, from the `Finding` dataclass."""
+    types = {}
+    for f in fields(Finding):
+        kind = str(f.type)
+        types[f.name] = "bool" if "bool" in kind else "int" if "int" in kind else "float" if "float" in kind else "str"
+    return types
+
+
+def table_schemas(snippets: bool = True) -> dict:
+    """The Arrow schema of every table (parts and published tables)."""
+    finding_fields = tuple(f for f in FINDING_FIELDS if snippets or f not in TEXT_FIELDS)
+    return {
+        "findings": arrow_schema(finding_fields, _finding_types()),
+        "notes": arrow_schema(NOTE_TABLE_FIELDS, _SUMMARY_TYPES),
+        "errors": arrow_schema(ERROR_FIELDS),
+        "missed": arrow_schema(AUDIT_FIELDS),
+        "audit": arrow_schema(AUDIT_FIELDS),
+        "unmatched_orders": arrow_schema(UNMATCHED_FIELDS),
+    }
+
+
+# ---------------------------------------------------------------- validation and chunks
+
+
+class NoteValidator:
+    """Checks records one by one: missing id, duplicate id (by an 8-byte hash of each id seen, not the id),
+    a reader's error, missing / non-string / empty text. `check` returns (note, None) or (None, error row)."""
+
+    def __init__(self):
+        self._seen: set[int] = set()
+        self.rows = 0
+
+    def check(self, record: dict) -> tuple[dict | None, dict | None]:
+        from .sources import READ_ERROR
+
+        self.rows += 1
+        note_id = record.get("note_id")
+        note_id = None if note_id is None or str(note_id).strip() == "" else str(note_id)
+        if record.get(READ_ERROR):
+            return None, {"note_id": note_id or f"row:{self.rows}", "reason": record[READ_ERROR]}
+        if note_id is None:
+            return None, {"note_id": f"row:{self.rows}", "reason": "missing note_id"}
+        key = int.from_bytes(hashlib.blake2b(note_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+        if key in self._seen:
+            return None, {"note_id": note_id, "reason": "duplicate note_id (first occurrence kept)"}
+        self._seen.add(key)
+        text = record.get("text")
+        if not isinstance(text, str):
+            reason = "missing text" if text is None else f"text is not a string ({type(text).__name__})"
+            return None, {"note_id": note_id, "reason": reason}
+        if not text.strip():
+            return None, {"note_id": note_id, "reason": "empty text"}
+        return {**record, "note_id": note_id}, None
 
 
 def validate_notes(records: Iterable[dict], errors: list[dict]) -> Iterator[dict]:
     """Pass on well-formed notes; record every other one in `errors` with a reason."""
-    seen: set[str] = set()
-    for row_number, record in enumerate(records, 1):
-        note_id = record.get("note_id")
-        if note_id is None or str(note_id).strip() == "":
-            errors.append({"note_id": f"row:{row_number}", "reason": "missing note_id"})
+    validator = NoteValidator()
+    for record in records:
+        note, error = validator.check(record)
+        if error is not None:
+            errors.append(error)
+        else:
+            yield note
+
+
+@dataclass
+class Chunk:
+    """`rows` consecutive input records from row `first_row` (0-based): the valid notes (with their
+    global position `seq`) and the error rows of the others, each with its position."""
+
+    index: int
+    first_row: int
+    rows: int = 0
+    notes: list[dict] = field(default_factory=list)
+    errors: list[tuple[int, dict]] = field(default_factory=list)
+
+
+def chunks_of(records: Iterable[dict], chunk_size: int, validator: NoteValidator | None = None) -> Iterator[Chunk]:
+    """Validated records grouped every `chunk_size` input records into chunks numbered 0, 1, 2, …"""
+    validator = validator or NoteValidator()
+    chunk = Chunk(0, 0)
+    for position, record in enumerate(records):
+        note, error = validator.check(record)
+        if error is not None:
+            chunk.errors.append((position, error))
+        else:
+            chunk.notes.append({**{k: note.get(k) for k in NOTE_COLUMNS}, "seq": position})
+        chunk.rows += 1
+        if chunk.rows == chunk_size:
+            yield chunk
+            chunk = Chunk(chunk.index + 1, position + 1)
+    if chunk.rows:
+        yield chunk
+
+
+# ---------------------------------------------------------------- one chunk
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """What processing a chunk needs besides the chunk: picklable (no Extractor, no spaCy objects), so a
+    worker process builds its own Extractor from it once."""
+
+    rules_dir: str | None = None
+    rules_digest: str | None = None
+    snippets: bool = True
+    edition: str | None = None
+    links: LinkKeys | None = None  # None: no orders, so no audit rows
+
+
+@dataclass
+class ChunkOutput:
+    """A chunk's rows: findings, notes, errors, the missed_imaging audit rows of notes no order can link to
+    (sorted by note_id), and the `NoteRef`s of notes an order could link to."""
+
+    index: int
+    rows: int
+    findings: list[dict]
+    notes: list[dict]
+    errors: list[dict]
+    missed: list[dict]
+    refs: list[NoteRef]
+    editions: Counter
+    pipeline: str | None = None
+
+
+@lru_cache(maxsize=2)
+def cached_extractor(rules_dir: str | None, rules_digest: str | None):
+    """One Extractor per process and rule set (built on first use)."""
+    from .extract import Extractor
+
+    extractor = Extractor(rules_dir=rules_dir)
+    if rules_digest and extractor.rules.digest != rules_digest:
+        raise RuntimeError(f"the rules in this process ({extractor.rules.digest}) are not the run's ({rules_digest})")
+    return extractor
+
+
+def process_chunk(chunk: Chunk, settings: ChunkSettings, extractor=None,
+                  on_note: Callable[[], None] | None = None) -> ChunkOutput:
+    """Extract, summarise and (with orders) pre-audit every note of one chunk. Pure but for the cached
+    Extractor: no files, no global state; the same for every engine."""
+    extractor = extractor or cached_extractor(settings.rules_dir, settings.rules_digest)
+    editions = extractor.rules.editions
+    results, failures = _extract(extractor, chunk.notes, on_note)
+    findings, notes, missed, refs = [], [], [], []
+    errors = list(chunk.errors)
+    editions_used: Counter = Counter()
+    for note in chunk.notes:
+        result = results.get(note["seq"])
+        if result is None:
+            errors.append((note["seq"], {"note_id": note["note_id"], "reason": failures[note["seq"]]}))
             continue
-        note_id = str(note_id)
-        text = record.get("text")
-        if note_id in seen:
-            errors.append({"note_id": note_id, "reason": "duplicate note_id (first occurrence kept)"})
+        rows = [f.as_row() for f in result.findings]
+        if not settings.snippets:
+            rows = [{k: v for k, v in row.items() if k not in TEXT_FIELDS} for row in rows]
+        findings.extend(rows)
+        extra = {k: note.get(k) for k in PASSTHROUGH_NOTE_COLUMNS}
+        evidence = evidence_by_label(result.findings) if settings.snippets else None
+        fields, recommendation, note_edition = note_audit_fields(result, extra, editions, settings.edition,
+                                                                 evidence=evidence)
+        notes.append({**result.summary, **extra, **fields})
+        if fields["edition"]:
+            editions_used[fields["edition"]] += 1
+        if settings.links is None or recommendation is None:
             continue
-        seen.add(note_id)
-        if not isinstance(text, str):
-            reason = "missing text" if text is None else f"text is not a string ({type(text).__name__})"
-            errors.append({"note_id": note_id, "reason": reason})
-            continue
-        if not text.strip():
-            errors.append({"note_id": note_id, "reason": "empty text"})
-            continue
-        yield {**record, "note_id": note_id}
+        ref = NoteRef(result.note_id, result.summary, text_or_none(extra.get("patient_id")),
+                      text_or_none(extra.get("encounter_id")), parse_date(extra.get("note_date")), evidence,
+                      note["seq"])
+        if settings.links.links(ref):
+            refs.append(ref)  # an order may match it: judged once every note is read
+        elif needs_imaging(recommendation):
+            missed.append(missed_row(ref, recommendation, note_edition))
+    errors.sort(key=lambda pair: pair[0])
+    missed.sort(key=lambda row: row["note_id"])
+    meta = getattr(getattr(extractor, "nlp", None), "meta", None) or {}
+    return ChunkOutput(chunk.index, chunk.rows, findings, notes, [row for _, row in errors], missed, refs,
+                       editions_used, meta.get("lbp_pipeline"))
+
+
+def _extract(extractor, notes: list[dict], on_note=None) -> tuple[dict, dict]:
+    """{seq: NoteResult} for the notes that could be processed, {seq: reason} for the others. One note that
+    breaks the pipeline is retried alone, so it cannot take its chunk down with it."""
+    results, failures = {}, {}
+    remaining = list(notes)
+    while remaining:
+        try:
+            for note, result in zip(remaining, extractor.pipe((n["note_id"], n["text"]) for n in remaining)):
+                results[note["seq"]] = result
+                if on_note:
+                    on_note()
+            return results, failures
+        except Exception:  # noqa: BLE001 - find the note that failed, never report its text
+            remaining = [n for n in remaining if n["seq"] not in results]
+            bad = remaining.pop(0)
+            try:
+                results[bad["seq"]] = next(iter(extractor.pipe([(bad["note_id"], bad["text"])])))
+            except Exception as err:  # noqa: BLE001
+                failures[bad["seq"]] = f"extraction failed ({type(err).__name__})"
+            if on_note:
+                on_note()
+    return results, failures
 
 
 def note_audit_fields(result, extra: dict, editions, forced_edition=None, parameters=None,
@@ -67,6 +266,72 @@ def note_audit_fields(result, extra: dict, editions, forced_edition=None, parame
     }, recommendation, edition
 
 
+# ---------------------------------------------------------------- parts on disk
+
+
+class Parts:
+    """DIR/_parts: run.json (the run's fingerprint), <table>/part-<chunk>.parquet, done/<chunk>.json."""
+
+    def __init__(self, out_dir: Path):
+        self.root = out_dir / PARTS
+
+    def part(self, table: str, index: int) -> Path:
+        return self.root / table / f"part-{index:06d}.parquet"
+
+    def marker(self, index: int) -> Path:
+        return self.root / "done" / f"{index:06d}.json"
+
+    def load_done(self, index: int) -> dict | None:
+        try:
+            return json.loads(self.marker(index).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def write(self, output: ChunkOutput, schemas: dict, seconds: float) -> dict:
+        """Write a chunk's parts, then its done marker (last, so a marker means every part is there)."""
+        tables = {"findings": output.findings, "notes": output.notes, "errors": output.errors}
+        if "missed" in schemas:
+            tables["missed"] = output.missed
+        for name, rows in tables.items():
+            write_part(to_arrow(rows, schemas[name]), self.part(name, output.index))
+        done = {"chunk": output.index, "rows": output.rows,
+                "counts": {"notes": len(output.notes), "errors": len(output.errors), "findings": len(output.findings),
+                           "missed": len(output.missed)},
+                "editions": dict(output.editions), "pipeline": output.pipeline, "seconds": round(seconds, 3),
+                "peak_rss_mb": _peak_rss_mb(), "refs": [ref.as_json() for ref in output.refs]}
+        write_json(done, self.marker(output.index))
+        return done
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# ---------------------------------------------------------------- workers
+
+_WORKER: dict = {}  # set once per worker process by _init_worker
+
+
+def _init_worker(settings: ChunkSettings, out_dir: str, snippets_audit: tuple[bool, bool]) -> None:
+    snippets, audit_on = snippets_audit
+    _WORKER.update(settings=settings, parts=Parts(Path(out_dir)), schemas=_part_schemas(snippets, audit_on))
+    cached_extractor(settings.rules_dir, settings.rules_digest)
+
+
+def _work(chunk: Chunk) -> dict:
+    started = time.perf_counter()
+    output = process_chunk(chunk, _WORKER["settings"])
+    return _WORKER["parts"].write(output, _WORKER["schemas"], time.perf_counter() - started)
+
+
+def _part_schemas(snippets: bool, audit_on: bool) -> dict:
+    schemas = table_schemas(snippets)
+    return {name: schemas[name] for name in ("findings", "notes", "errors", *(("missed",) if audit_on else ()))}
+
+
+# ---------------------------------------------------------------- orders
+
+
 ORDER_COLUMN_ALIASES = {
     "description": ("order_description", "order_name", "order_text", "procedure_name", "procedure_description"),
     "cpt": ("cpt_code", "procedure_code", "cpt4"),
@@ -75,11 +340,12 @@ ORDER_COLUMN_ALIASES = {
 }
 
 
-def read_orders(path: str | Path, columns: dict | None = None) -> tuple[list[Order], list[dict]]:
-    """The orders file as `Order`s; rows that cannot be orders go to the second list with a reason.
-    Common alternative column names (`cpt_code`, `order_description`, ...) are read when ours are absent."""
+def read_orders(path: str | Path | None, columns: dict | None = None, records: Iterable[dict] | None = None
+                ) -> tuple[list[Order], list[dict]]:
+    """The orders file (or `records`) as `Order`s; rows that cannot be orders go to the second list with a
+    reason. Common alternative column names (`cpt_code`, `order_description`, ...) are read when ours are absent."""
     orders, problems, seen = [], [], set()
-    for row_number, record in enumerate(read_records(path, columns), 1):
+    for row_number, record in enumerate(records if records is not None else read_records(path, columns), 1):
         for ours, theirs in ORDER_COLUMN_ALIASES.items():
             if record.get(ours) is None:
                 record[ours] = next((record[t] for t in theirs if record.get(t) is not None), None)
@@ -96,87 +362,432 @@ def read_orders(path: str | Path, columns: dict | None = None) -> tuple[list[Ord
     return orders, problems
 
 
+# ---------------------------------------------------------------- inputs
+
+
+def _maybe_database(spec) -> bool:
+    text = str(spec)
+    return "://" in text or text.lower().endswith((".duckdb", ".ddb"))
+
+
+def _sql():
+    try:
+        from . import sql
+    except ImportError:
+        raise InputError("database inputs and --to-sql need pipeline.sql, which this installation lacks") from None
+    return sql
+
+
+def _open_notes(spec, columns, table, query, omop):
+    """The notes as a streaming `Source`, from a file, a folder or a database."""
+    from .sources import Source, open_source
+
+    if _maybe_database(spec) and _sql().is_database(str(spec)):
+        sql = _sql()
+        kwargs = dict(table=table, query=query, omop=omop, kind="notes")
+        return Source(iter(sql.read_records(str(spec), columns=columns or None, **kwargs)),
+                      fingerprint=sql.fingerprint(str(spec), **kwargs))
+    if table or query:
+        raise UsageError("--table and --query need a database as NOTES")
+    return open_source(spec, columns, required=("note_id", "text"), keep=NOTE_COLUMNS)
+
+
+def _read_orders_from(spec, columns, table, query, omop) -> tuple[list[Order], list[dict], dict]:
+    from .sources import fingerprint
+
+    if _maybe_database(spec) and _sql().is_database(str(spec)):
+        sql = _sql()
+        kwargs = dict(table=table, query=query, omop=omop, kind="orders")
+        orders, problems = read_orders(None, records=sql.read_records(str(spec), columns=columns or None, **kwargs))
+        return orders, problems, sql.fingerprint(str(spec), **kwargs)
+    if table or query:
+        raise UsageError("--orders-table and --orders-query need a database as ORDERS")
+    orders, problems = read_orders(spec, columns)
+    return orders, problems, fingerprint(spec)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _say(message: str) -> None:
+    print(f"lbp-audit: {message}", file=sys.stderr)
+
+
 def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", columns: dict | None = None,
-        snippets: bool = True, extractor: Extractor | None = None, orders_path: str | Path | None = None,
-        edition: str | None = None, window_days: int = DEFAULT_WINDOW_DAYS, order_columns: dict | None = None) -> dict:
+        snippets: bool = True, extractor=None, orders_path: str | Path | None = None,
+        edition: str | None = None, window_days: int = DEFAULT_WINDOW_DAYS, order_columns: dict | None = None, *,
+        jobs: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE, resume: bool = False, progress: bool = False,
+        keep_parts: bool = False, rules_dir: str | Path | None = None, table: str | None = None,
+        query: str | None = None, orders_table: str | None = None, orders_query: str | None = None,
+        omop: bool = False, to_sql: str | None = None, engine: str = "local", start_method: str = "spawn",
+        say: Callable[[str], None] = _say) -> dict:
     """Extract findings from every note of `notes_path`, audit the orders of `orders_path` (if given)
-    and write the tables to `out_dir`."""
+    and write the tables to `out_dir`, `chunk_size` input records at a time on `jobs` processes.
+    `resume` continues an interrupted run of the same inputs and options into the same `out_dir`."""
     started = time.perf_counter()
+    if engine != "local":
+        raise UsageError(f"--engine {engine}: not yet available (use --engine local)")
+    if jobs < 1 or chunk_size < 1:
+        raise UsageError("--jobs and --chunk-size must be at least 1")
     out_dir = Path(out_dir)
-    extractor = extractor or Extractor()
-    editions = extractor.rules.editions
+    rules_dir = str(rules_dir) if rules_dir is not None else None
+    if extractor is not None:
+        rules = extractor.rules
+    else:
+        from .rules import load_rules
+
+        rules = load_rules(rules_dir)
+    editions = rules.editions
     if edition:
         choose_edition(editions, forced=edition)  # an unknown edition fails before any work
-    orders, order_problems = read_orders(orders_path, order_columns) if orders_path else ([], [])
-    linked_notes = {o.note_id for o in orders if o.note_id}
-    linked_encounters = {o.encounter_id for o in orders if o.encounter_id}
-    linked_patients = {o.patient_id for o in orders if o.patient_id}
-    errors: list[dict] = []
-    extras: dict[str, dict] = {}
-    notes_read = Counter()
+    timings: Counter = Counter()
+    clock = time.perf_counter()
+    orders, order_problems, orders_fp = _read_orders_from(orders_path, order_columns, orders_table, orders_query,
+                                                          omop) if orders_path else ([], [], None)
+    source = _open_notes(notes_path, columns, table, query, omop)
+    timings["read_orders"] = time.perf_counter() - clock
+    audit_on = bool(orders_path)
+    matcher = OrderMatcher(orders, editions, rules.orders, window_days, edition) if audit_on else None
+    settings = ChunkSettings(rules_dir, rules.digest, snippets, edition, matcher.keys if matcher else None)
+    schemas = table_schemas(snippets)
+    part_schemas = _part_schemas(snippets, audit_on)
+    fingerprints = {"notes": source.fingerprint, **({"orders": orders_fp} if audit_on else {})}
+    run_key = {"tool": "lbp-audit", "version": __version__, "rules_digest": rules.digest, "inputs": fingerprints,
+               "columns": columns or {}, "order_columns": order_columns or {}, "chunk_size": chunk_size,
+               "snippets": snippets, "edition": edition, "audit": audit_on, "omop": omop,
+               "tables": {"notes": table, "query": query, "orders": orders_table, "orders_query": orders_query}}
+    parts = _prepare_parts(out_dir, run_key, resume, say)
+
+    from .progress import Progress
+
+    bar = Progress(total=source.total, fraction=source.fraction, enabled=progress)
+    counts = Counter()
     editions_used: Counter = Counter()
+    state = {"pipeline": None, "chunks": 0, "resumed": 0, "worker_rss": 0.0, "worker_seconds": 0.0}
 
-    def texts():
-        for record in validate_notes(_counted(read_records(notes_path, columns), notes_read), errors):
-            extras[record["note_id"]] = {k: record.get(k) for k in PASSTHROUGH_NOTE_COLUMNS}
-            yield record["note_id"], record["text"]
+    def settle(done: dict, skipped: bool) -> None:
+        counts.update({k: v for k, v in done["counts"].items()})
+        editions_used.update(done["editions"])
+        state["pipeline"] = state["pipeline"] or done.get("pipeline")
+        state["chunks"] += 1
+        state["resumed"] += skipped
+        if not skipped:
+            state["worker_rss"] = max(state["worker_rss"], done.get("peak_rss_mb") or 0)
+            state["worker_seconds"] += done.get("seconds") or 0
+            counts["extracted"] += done["counts"]["notes"] + done["counts"]["errors"]
+        if matcher is not None:
+            for ref in done["refs"]:
+                matcher.offer(NoteRef.from_json(ref))
+        bar.set(counts["notes"] + counts["errors"])
 
-    finding_rows, note_rows, refs, missed = [], [], [], []
-    for seq, result in enumerate(extractor.pipe(texts())):
-        finding_rows.extend(f.as_row() for f in result.findings)
-        extra = extras.pop(result.note_id, {})
-        evidence = evidence_by_label(result.findings) if snippets else None
-        fields, recommendation, note_edition = note_audit_fields(result, extra, editions, edition, evidence=evidence)
-        note_rows.append({**result.summary, **extra, **fields})
-        if not orders_path or recommendation is None:
-            continue
-        ref = NoteRef(result.note_id, result.summary, text_or_none(extra.get("patient_id")), text_or_none(extra.get("encounter_id")),
-                      parse_date(extra.get("note_date")), evidence, seq)
-        if ref.note_id in linked_notes or ref.encounter_id in linked_encounters or ref.patient_id in linked_patients:
-            refs.append(ref)  # an order may match it: judged once every note is read
-        elif needs_imaging(recommendation):
-            missed.append(missed_row(ref, recommendation, note_edition))
-    findings = pd.DataFrame(finding_rows, columns=list(FINDING_FIELDS))
-    if not snippets:
-        findings = findings.drop(columns=list(TEXT_FIELDS))
-    notes = pd.DataFrame(note_rows, columns=list(NOTE_TABLE_FIELDS))
-    error_table = pd.DataFrame(errors, columns=list(ERROR_FIELDS))
-    tables = [("findings", findings), ("notes", notes), ("errors", error_table)]
-    counts = {"notes_read": notes_read["n"], "notes_written": len(notes), "errors": len(error_table),
-              "findings": len(findings)}
-    if orders_path:
-        rows, unmatched = audit(refs, orders, editions, extractor.rules.orders, window_days, edition)
-        audit_table = pd.DataFrame(rows + missed, columns=list(AUDIT_FIELDS))
-        audit_table = audit_table.sort_values(["note_id", "order_id"], kind="stable", ignore_index=True)
-        unmatched_table = pd.DataFrame(order_problems + unmatched, columns=list(UNMATCHED_FIELDS))
-        tables += [("audit", audit_table), ("unmatched_orders", unmatched_table)]
-        editions_used.update(audit_table["edition"].dropna())
-        counts.update({"orders_read": len(orders) + len(order_problems), "orders_judged": int(
-            (audit_table["order_id"] != "").sum()), "orders_unmatched": len(unmatched_table),
-            "verdicts": {k: int(v) for k, v in audit_table["verdict"].value_counts().items()}})
-    paths = {name: str(write_table(frame, out_dir, name, fmt)) for name, frame in tables}
-    editions_used.update(notes["edition"].dropna())
+    validator = NoteValidator()
+    read_clock = [0.0]
+
+    def timed_chunks() -> Iterator[Chunk]:
+        records = iter(source)
+        chunks = chunks_of(records, chunk_size, validator)
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            read_clock[0] += time.perf_counter() - t0
+            if chunk is None:
+                return
+            yield chunk
+
+    def resumed(chunk: Chunk) -> dict | None:
+        done = parts.load_done(chunk.index) if resume else None
+        if done is not None and done["rows"] != chunk.rows:
+            raise UsageError(f"cannot resume: chunk {chunk.index} of {out_dir / PARTS} does not match the input; "
+                             f"run again without --resume")
+        return done
+
+    clock = time.perf_counter()
+    chunk_iter = timed_chunks()
+    head = _lookahead(chunk_iter, jobs)
+    pending = [c for c in head if resumed(c) is None]
+    # all chunks known when the look-ahead ran out: no more processes than chunks to do, none for one chunk
+    workers = jobs if len(head) > jobs else max(1, min(jobs, len(pending)))
+    in_process = workers == 1
+    local_extractor = None
+    pool = None
+    try:
+        if in_process:
+            if pending:
+                local_extractor = extractor or cached_extractor(rules_dir, rules.digest)
+                if local_extractor.rules.digest != rules.digest:
+                    raise UsageError("the extractor's rules are not the run's rules")
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method),
+                                       initializer=_init_worker,
+                                       initargs=(settings, str(out_dir), (snippets, audit_on)))
+        window: deque = deque()
+        for chunk in _chain(head, chunk_iter):
+            done = resumed(chunk)
+            if done is not None:
+                window.append((done, True))
+            elif in_process:
+                t0 = time.perf_counter()
+                output = process_chunk(chunk, settings, local_extractor, on_note=bar.advance)
+                window.append((parts.write(output, part_schemas, time.perf_counter() - t0), False))
+            else:
+                window.append((pool.submit(_work, chunk), False))
+            while len(window) > (2 * workers if pool else 0):
+                _settle_next(window, settle)
+        while window:
+            _settle_next(window, settle)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        bar.close()
+    timings["extract"] = time.perf_counter() - clock
+    timings["read"] = read_clock[0]
+    if local_extractor is not None:
+        meta = getattr(getattr(local_extractor, "nlp", None), "meta", None) or {}
+        state["pipeline"] = state["pipeline"] or meta.get("lbp_pipeline")
+        state["worker_rss"] = max(state["worker_rss"], _peak_rss_mb())
+    notes_read = validator.rows
+    if counts["notes"] + counts["errors"] != notes_read:
+        raise RuntimeError(f"{notes_read} notes read but {counts['notes'] + counts['errors']} accounted for")
+
+    n_chunks = state["chunks"]
+    tables = {name: (lambda name=name: read_parts((parts.part(name, i) for i in range(n_chunks)), schemas[name]))
+              for name in ("findings", "notes", "errors")}
+    out_counts = {"notes_read": notes_read, "notes_written": counts["notes"], "errors": counts["errors"],
+                  "findings": counts["findings"]}
+    verdicts: Counter = Counter()
+    judged: Counter = Counter()
+    if matcher is not None:
+        clock = time.perf_counter()
+        rows, unmatched = matcher.finish()
+        missed = [parts.part("missed", i) for i in range(n_chunks)]
+        unmatched_rows = order_problems + unmatched
+        tables["audit"] = lambda: (to_arrow(batch, schemas["audit"]) for batch in _batched(
+            _merge_sorted(rows, missed, parts.root / "merge", schemas["audit"]), 4096))
+        tables["unmatched_orders"] = lambda: [to_arrow(unmatched_rows, schemas["unmatched_orders"])]
+        timings["audit"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    paths: dict[str, str] = {}
+    for name, make in tables.items():
+        pieces = make()
+        if name == "audit":
+            pieces = _counting(pieces, verdicts, editions_used, judged)
+        paths[name] = str(_publish(out_dir, name, fmt, schemas[name], pieces))
+    if matcher is not None:
+        out_counts.update({"orders_read": len(orders) + len(order_problems),
+                           "orders_judged": judged["rows"],
+                           "orders_unmatched": len(unmatched_rows),
+                           "verdicts": {k: int(v) for k, v in verdicts.most_common()}})
+    database = _publish_extras(out_dir, fmt, tables, paths, schemas, omop, to_sql, rules_dir, state["pipeline"])
+    timings["publish"] = time.perf_counter() - clock
+    total = time.perf_counter() - started
+    extracted = counts["extracted"]
     manifest = {
         "tool": "lbp-audit",
         "version": __version__,
-        "pipeline": extractor.nlp.meta.get("lbp_pipeline"),
-        "rules_digest": extractor.rules.digest,
-        "rule_files": extractor.rules.file_digests,
+        "pipeline": state["pipeline"],
+        "rules_digest": rules.digest,
+        "rule_files": rules.file_digests,
         "guideline_editions": {e.id: {"citation": e.citation, "effective_from": e.effective_from,
                                       "file": e.file, "rows": editions_used.get(e.id, 0)} for e in editions},
         "edition_forced": edition,
         "match_window_days": window_days,
         "inputs": {"notes": str(notes_path), **({"orders": str(orders_path)} if orders_path else {})},
+        "fingerprints": fingerprints,
         "format": fmt,
-        "counts": counts,
+        "counts": out_counts,
         "outputs": paths,
-        "seconds": round(time.perf_counter() - started, 3),
+        **({"database": database} if database else {}),
+        "engine": engine,
+        "jobs": jobs,
+        "workers": workers,
+        "chunk_size": chunk_size,
+        "chunks": n_chunks,
+        "resumed": state["resumed"],
+        "timings": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(total, 3),
+                    "worker_extract": round(state["worker_seconds"], 3),
+                    "notes_per_second": round(extracted / timings["extract"], 1) if timings["extract"] else None},
+        "peak_rss_mb": {"main": _peak_rss_mb(), "worker": state["worker_rss"] or None},
+        "seconds": round(total, 3),
     }
     write_json(manifest, out_dir / "manifest.json")
+    if not keep_parts:
+        _remove_parts(parts.root)
     return manifest
 
 
-def _counted(records: Iterable[dict], counter: Counter) -> Iterator[dict]:
-    for record in records:
-        counter["n"] += 1
-        yield record
+def _settle_next(window: deque, settle) -> None:
+    entry, skipped = window.popleft()
+    if hasattr(entry, "result"):
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            entry = entry.result()
+        except BrokenProcessPool:
+            raise RuntimeError("a worker process stopped unexpectedly (out of memory?); the chunks completed "
+                               "so far are kept: run again with --resume") from None
+    settle(entry, skipped)
+
+
+def _lookahead(chunks: Iterator[Chunk], n: int) -> list[Chunk]:
+    """Up to n + 1 first chunks (to know whether more than one process is worth starting)."""
+    head = []
+    for chunk in chunks:
+        head.append(chunk)
+        if len(head) > n:
+            break
+    return head
+
+
+def _chain(head: list, rest: Iterator) -> Iterator:
+    while head:
+        yield head.pop(0)
+    yield from rest
+
+
+def _prepare_parts(out_dir: Path, run_key: dict, resume: bool, say) -> Parts:
+    parts = Parts(out_dir)
+    stored_path = parts.root / "run.json"
+    if parts.root.exists():
+        try:
+            stored = json.loads(stored_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            stored = None
+        if stored is None and any(p.name not in ("done", "run.json", "merge", "findings", "notes", "errors", "missed")
+                                  for p in parts.root.iterdir()):
+            raise UsageError(f"{parts.root} exists and was not made by lbp-audit; move it away")
+        if resume:
+            if stored is None:
+                raise UsageError(f"cannot resume: {stored_path} is missing; run again without --resume")
+            differ = [k for k in run_key if stored.get(k) != _jsonable(run_key[k])]
+            if differ:
+                raise UsageError(f"cannot resume: the inputs or options differ from the interrupted run "
+                                 f"({', '.join(differ)}); run again without --resume to start afresh")
+            say(f"resuming the unfinished run in {out_dir}")
+            return parts
+        say(f"starting afresh: removing the parts of an unfinished run in {parts.root} (--resume continues it)")
+        _remove_parts(parts.root)
+    elif resume:
+        say(f"nothing to resume in {out_dir}: starting a new run")
+    parts.root.mkdir(parents=True)
+    write_json(_jsonable(run_key), stored_path)
+    return parts
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _remove_parts(root: Path) -> None:
+    """Remove _parts by renaming it first, so an interrupted removal never looks like a resumable run."""
+    if not root.exists():
+        return
+    trash = root.with_name(f"{root.name}.removing-{os.getpid()}")
+    os.replace(root, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _publish(out_dir: Path, name: str, fmt: str, schema, tables: Iterable) -> Path:
+    writer = TableWriter(out_dir, name, fmt, schema)
+    try:
+        for table in tables:
+            writer.write(table)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+def _batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _audit_key(row: dict) -> tuple[str, str]:
+    return row["note_id"], row["order_id"]
+
+
+def _part_rows(path: Path) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=1024, use_threads=False):
+        yield from batch.to_pylist()
+    parquet.close()
+
+
+def _merge_sorted(rows: list[dict], paths: list[Path], tmp: Path, schema, fan_in: int = 64) -> Iterator[dict]:
+    """`rows` and the rows of `paths` (each sorted by (note_id, order_id)) merged in that order, opening at
+    most `fan_in` files at once (larger sets are merged into intermediate files first)."""
+    level = 0
+    while len(paths) > fan_in:
+        merged = []
+        for start in range(0, len(paths), fan_in):
+            out = tmp / f"merge-{level}-{start // fan_in:06d}.parquet"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            import pyarrow.parquet as pq
+
+            with pq.ParquetWriter(out, schema) as writer:
+                stream = heapq.merge(*(_part_rows(p) for p in paths[start:start + fan_in]), key=_audit_key)
+                for batch in _batched(stream, 4096):
+                    writer.write_table(to_arrow(batch, schema))
+            merged.append(out)
+        paths, level = merged, level + 1
+    yield from heapq.merge(sorted(rows, key=_audit_key), *(_part_rows(p) for p in paths), key=_audit_key)
+
+
+def _counting(pieces: Iterable, verdicts: Counter, editions: Counter, judged: Counter) -> Iterator:
+    """Pass the audit table's pieces on, counting verdicts, editions and rows of a judged order."""
+    for table in pieces:
+        verdicts.update(table.column("verdict").to_pylist())
+        judged["rows"] += sum(1 for order_id in table.column("order_id").to_pylist() if order_id)
+        editions.update(e for e in table.column("edition").to_pylist() if e)
+        yield table
+
+
+def _publish_extras(out_dir: Path, fmt: str, tables: dict, paths: dict, schemas: dict, omop: bool,
+                    to_sql: str | None, rules_dir: str | None, pipeline: str | None) -> dict:
+    """With --omop, DIR/note_nlp (when pipeline.omop is there); with --to-sql, every table into the database
+    (the parts streamed again). Returns the database's table names."""
+    nlp_system = f"lbp-audit {__version__}" + (f" ({pipeline})" if pipeline else "")
+    nlp_date = dt.date.today()
+    if to_sql:
+        sql = _sql()
+        frames = lambda name: (table.to_pandas() for table in tables[name]())
+        return sql.publish(to_sql, [(name, frames(name)) for name in tables], omop=omop, nlp_system=nlp_system,
+                           nlp_date=nlp_date) or {}
+    if omop:
+        try:
+            from .omop import load_mapping, note_nlp_frame
+        except ImportError:
+            return {}
+        import pyarrow as pa
+
+        mapping = load_mapping(rules_dir)
+
+        def note_nlp():
+            first_id = 1
+            for table in tables["findings"]():
+                frame = note_nlp_frame(table.to_pandas(), nlp_system=nlp_system, nlp_date=nlp_date,
+                                       first_id=first_id, mapping=mapping)
+                first_id += len(frame)
+                yield pa.Table.from_pandas(frame, preserve_index=False)
+
+        pieces = note_nlp()
+        first = next(pieces, None)
+        if first is not None:
+            paths["note_nlp"] = str(_publish(out_dir, "note_nlp", fmt, first.schema, _chain([first], pieces)))
+    return {}

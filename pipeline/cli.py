@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,11 +18,21 @@ def _extractor(args):
 
 def cmd_run(args) -> int:
     from .batch import run
+    from .progress import progress_wanted
 
     columns = {k: v for k, v in (("note_id", args.id_column), ("text", args.text_column)) if v}
-    manifest = run(args.notes, args.out, fmt=args.format, columns=columns, snippets=not args.no_snippets,
-                   extractor=_extractor(args), orders_path=args.orders, edition=args.edition,
-                   window_days=args.window_days)
+    try:
+        manifest = run(args.notes, args.out, fmt=args.format, columns=columns, snippets=not args.no_snippets,
+                       orders_path=args.orders, edition=args.edition, window_days=args.window_days,
+                       rules_dir=args.rules, jobs=args.jobs or os.cpu_count() or 1, chunk_size=args.chunk_size,
+                       resume=args.resume, progress=progress_wanted(sys.stderr, args.no_progress),
+                       keep_parts=args.keep_parts, table=args.table, query=args.query,
+                       orders_table=args.orders_table, orders_query=args.orders_query, omop=args.omop,
+                       to_sql=args.to_sql, engine=args.engine)
+    except KeyboardInterrupt:
+        print(f"lbp-audit: interrupted; the chunks completed so far are kept in {Path(args.out) / '_parts'}: "
+              f"run the same command with --resume to continue", file=sys.stderr)
+        return 130
     counts = manifest["counts"]
     print(f"lbp-audit {__version__}: {counts['notes_read']} notes read, {counts['notes_written']} summarised, "
           f"{counts['errors']} errors, {counts['findings']} findings")
@@ -29,6 +40,11 @@ def cmd_run(args) -> int:
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(counts["verdicts"].items(), key=lambda kv: -kv[1]))
         print(f"orders: {counts['orders_read']} read, {counts['orders_judged']} matched to a note, "
               f"{counts['orders_unmatched']} unmatched; verdicts: {verdicts or 'none'}")
+    timings = manifest["timings"]
+    rate = timings["notes_per_second"]
+    resumed = f", {manifest['resumed']} resumed" if manifest["resumed"] else ""
+    print(f"speed: {rate if rate is not None else '-'} notes/s on {manifest['workers']} process"
+          f"{'es' if manifest['workers'] > 1 else ''} ({manifest['chunks']} chunks{resumed}; {timings['total']} s in all)")
     outputs = {**manifest["outputs"], "manifest": str(Path(args.out) / "manifest.json")}
     width = max(map(len, outputs)) + 1
     for name, path in outputs.items():
@@ -131,6 +147,13 @@ def cmd_evaluate(args) -> int:
     return status
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lbp-audit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lbp-audit {__version__}")
@@ -150,6 +173,24 @@ def main(argv: list[str] | None = None) -> int:
                                      "instead of choosing by order date")
     p.add_argument("--window-days", type=int, default=28,
                    help="match an order to the patient's latest note up to this many days before it (default 28)")
+    p.add_argument("--jobs", type=_positive, default=None,
+                   help="worker processes (default: the number of cores; 1 runs in this process)")
+    p.add_argument("--chunk-size", type=_positive, default=500,
+                   help="notes per chunk: the unit of work, of parts on disk and of resuming (default 500)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run into the same --out from its last completed chunk "
+                        "(same inputs and options required)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on the terminal")
+    p.add_argument("--keep-parts", action="store_true", help="keep the per-chunk parts in DIR/_parts")
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local processes (default) or Spark (not yet available)")
+    p.add_argument("--table", help="NOTES is a database: read this table")
+    p.add_argument("--query", help="NOTES is a database: read the rows of this SQL query")
+    p.add_argument("--orders-table", help="ORDERS is a database: read this table")
+    p.add_argument("--orders-query", help="ORDERS is a database: read the rows of this SQL query")
+    p.add_argument("--omop", action="store_true",
+                   help="OMOP CDM input tables (NOTE, ...) and a note_nlp output table")
+    p.add_argument("--to-sql", metavar="URL", help="also write every table into this database")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("explain", help="one note in the terminal: findings, assertions, evidence")

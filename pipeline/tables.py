@@ -1,9 +1,16 @@
-"""Readers and writers for the input and output tables. They know nothing about spaCy."""
+"""Readers and writers for the input and output tables. They know nothing about spaCy.
+
+Output tables have a fixed Arrow schema, so parts written by different processes (or an empty part)
+join into one table: a part is one Parquet file written atomically; a published table is its parts in
+order, one row group per part in Parquet, or appended in CSV.
+"""
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -18,54 +25,114 @@ class InputError(ValueError):
     """The input file cannot be read as a table of notes (the message never contains note text)."""
 
 
-def _format_of(path: Path) -> str:
-    if path.is_dir():
-        return "txt"
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
-    formats = {".csv": "csv", ".csv.gz": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-               ".jsonl.gz": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
-    if suffix not in formats:
-        raise InputError(f"{path.name}: unknown input format {suffix!r} (use .csv, .jsonl, .parquet or a folder of .txt)")
-    return formats[suffix]
-
-
 def read_records(path: str | Path, columns: dict[str, str] | None = None) -> Iterator[dict]:
-    """Rows of a CSV / JSONL / Parquet file, or one row per `.txt` file in a folder.
+    """Rows of a CSV / JSONL / Parquet file (or folder of Parquet parts), or one row per `.txt` file in a
+    folder, read lazily. `columns` maps our column names to the file's (e.g. {"text": "note_text"})."""
+    from .sources import open_source
 
-    `columns` maps our column names to the file's (e.g. {"text": "note_text"}).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    fmt = _format_of(path)
-    rename = {theirs: ours for ours, theirs in (columns or {}).items()}
-    if fmt == "txt":
-        for file in sorted(path.glob("*.txt")):
-            try:
-                text = file.read_text(encoding="utf-8")
-            except UnicodeDecodeError:
-                text = None
-            yield {"note_id": file.stem, "text": text}
-        return
-    try:
+    return iter(open_source(path, columns))
+
+
+# ---------------------------------------------------------------- schemas
+
+_ARROW_TYPES = {"str": "string", "int": "int64", "bool": "bool", "float": "float64"}
+
+
+def arrow_schema(fields: Sequence[str], types: Mapping[str, str] | None = None):
+    """An Arrow schema of `fields`; `types` gives "int" / "bool" / "float" per field (default "str")."""
+    import pyarrow as pa
+
+    return pa.schema([(name, pa.type_for_alias(_ARROW_TYPES[(types or {}).get(name, "str")])) for name in fields])
+
+
+def to_arrow(rows: Sequence[Mapping], schema):
+    """`rows` as an Arrow table of `schema`: missing keys are null, strings are made of dates and numbers."""
+    import pyarrow as pa
+
+    arrays = []
+    for field in schema:
+        values = [row.get(field.name) for row in rows]
+        if pa.types.is_string(field.type):
+            values = [_as_text(v) for v in values]
+        elif pa.types.is_boolean(field.type):
+            values = [None if _missing(v) else bool(v) for v in values]
+        elif pa.types.is_integer(field.type):
+            values = [None if _missing(v) else int(v) for v in values]
+        arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _as_text(value) -> str | None:
+    if _missing(value) or isinstance(value, str):
+        return value if isinstance(value, str) else None
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.isoformat()
+    return str(value)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_part(table, path: Path) -> Path:
+    """One Parquet part, atomically: written under a temporary name, then renamed."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_parts(paths: Iterable[Path], schema=None) -> Iterator:
+    """The Arrow tables of Parquet parts, in order (cast to `schema` when given)."""
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        table = pq.read_table(path, schema=schema) if schema is not None else pq.read_table(path)
+        yield table
+
+
+class TableWriter:
+    """One output table written piece by piece (`write` Arrow tables of one schema), published atomically
+    by `close()` as DIR/NAME.parquet (one row group per piece) or DIR/NAME.csv."""
+
+    def __init__(self, out_dir: Path, name: str, fmt: str, schema):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / f"{name}.{'csv' if fmt == 'csv' else 'parquet'}"
+        self.tmp = out_dir / f".{self.path.name}.{os.getpid()}.tmp"
+        self.fmt, self.schema, self.rows = fmt, schema, 0
         if fmt == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
-        elif fmt == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
+            self._file = open(self.tmp, "w", encoding="utf-8", newline="")
+            pd.DataFrame(columns=list(schema.names)).to_csv(self._file, index=False)
         else:
-            frame = pd.read_parquet(path)
-    except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise InputError(f"{path.name}: cannot be read as {fmt} ({type(err).__name__})") from None
-    frame = frame.rename(columns=rename)
-    for row in frame.to_dict(orient="records"):
-        yield {k: (None if _is_missing(v) else v) for k, v in row.items()}
+            import pyarrow.parquet as pq
 
+            self._file = pq.ParquetWriter(self.tmp, schema)
 
-def _is_missing(value) -> bool:
-    try:
-        return value is None or bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+    def write(self, table) -> None:
+        if self.fmt == "csv":
+            if table.num_rows:
+                frame = table.to_pandas(integer_object_nulls=True)
+                frame.to_csv(self._file, index=False, header=False)
+        else:
+            self._file.write_table(table.cast(self.schema))
+        self.rows += table.num_rows
+
+    def close(self) -> Path:
+        self._file.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def write_table(frame: pd.DataFrame, out_dir: Path, name: str, fmt: str) -> Path:
@@ -80,6 +147,9 @@ def write_table(frame: pd.DataFrame, out_dir: Path, name: str, fmt: str) -> Path
 
 
 def write_json(data: dict, path: Path) -> Path:
+    """`data` as indented JSON, atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
     return path
