@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 NOTE_FIELDS = ("note_id", "patient_id", "note_date", "encounter_id", "text")
 ORDER_FIELDS = ("order_id", "patient_id", "encounter_id", "note_id", "order_date", "description", "cpt",
@@ -237,15 +237,17 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
             ("annual physical", ["Here for annual preventive visit. Feels well overall. Sleeping well. "
                                  "Exercising 2-3 times per week. No new complaints."]),
             ("cough and congestion", [f"{dur} of cough, nasal congestion and sore throat. Subjective fevers at home "
-                                      "the first two days, now resolved. No shortness of breath. Sick contacts at work."]),
+                                      "the first two days, now resolved. No shortness of breath. "
+                                      "Sick contacts at work."]),
             ("diabetes follow-up", ["Follow-up of type 2 diabetes. Fasting sugars 120-150. Last A1c 7.4%. "
                                     "No hypoglycemia. Checks feet daily, no sores."]),
             ("right knee pain", [f"R knee pain for {dur}, worse on stairs, no locking, no injury. Some swelling in "
                                  "the evening. Acetaminophen helps a little."]),
-            ("anxiety follow-up", [f"Follow-up of anxiety on SSRI. Mood better. Sleeping 6-7 hours. Denies SI/HI."]),
+            ("anxiety follow-up", ["Follow-up of anxiety on SSRI. Mood better. Sleeping 6-7 hours. Denies SI/HI."]),
         ))
-        return Case(name, reason[0], reason[1] + [rng.choice(("Denies back pain.", "No other complaints.",
-                                                              "Mentions occasional stiff back after gardening, resolves with rest.", ""))],
+        aside = rng.choice(("Denies back pain.", "No other complaints.",
+                            "Mentions occasional stiff back after gardening, resolves with rest.", ""))
+        return Case(name, reason[0], reason[1] + [aside],
                     set(), "", _normal_neuro(rng) if rng.random() < 0.3 else "Grossly nonfocal.",
                     "No spinal tenderness." if rng.random() < 0.4 else "",
                     f"{reason[0].capitalize()}: stable.",
@@ -259,10 +261,11 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
                               "after shoveling snow", "while bending to tie " + his + " shoes", "with no injury"))
         hpi = [f"{pt.age} yo {pt.sex} with {'chronic ' if chronic else ''}low back pain x {dur}, started {trigger}.",
                rng.choice(("Pain is aching, 5/10, localized to the lumbar area, does not radiate.",
-                           "Describes a dull ache across the low back, worse with sitting and bending, better with walking.",
+                           "Describes a dull ache across the low back, worse with sitting and bending, "
+                           "better with walking.",
                            "Pain 6/10, stiff in the morning, no radiation into the legs.",
                            "Non-radiating pain, worse at the end of the workday, eases lying down.")),
-               rng.choice((f"Has tried ibuprofen and heat with partial relief.", "Has not tried PT.",
+               rng.choice(("Has tried ibuprofen and heat with partial relief.", "Has not tried PT.",
                            "Took acetaminophen with little benefit.", "Using a heating pad and stretching.",
                            "Sleeps well."))]
         if chronic:
@@ -271,7 +274,7 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
                                    "Had an epidural steroid injection in 2021 with 2 months of relief.",
                                    "Seen by chiropractor with temporary benefit.")))
         if rng.random() < 0.15:
-            hpi.append(rng.choice(("He is asking for an MRI because a coworker had a slipped disc.".replace("He", he.capitalize()),
+            hpi.append(rng.choice((f"{he.capitalize()} is asking for an MRI because a coworker had a slipped disc.",
                                    "Has been trying to lose weight, down 8 lb with diet and walking.",
                                    "Remote MVC in 1998 with whiplash, no back injury then.")))
         return Case(name, "low back pain", hpi, set(), "Musculoskeletal: positive for back pain.", _normal_neuro(rng),
@@ -326,7 +329,8 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
                     [f"{pt.age} yo {pt.sex} with chronic LBP, now {rng.choice(('2 days', '24 hours', '3 days'))} of "
                      "worsening pain with numbness in the groin and inability to void.",
                      "One episode of stool incontinence this morning.", "Numbness in both legs, L>R."],
-                    {"saddle anesthesia", "urinary retention", "bowel or bladder incontinence", "numbness or tingling in the legs"},
+                    {"saddle anesthesia", "urinary retention", "bowel or bladder incontinence",
+                     "numbness or tingling in the legs"},
                     "GU: positive for urinary retention. GI: positive for fecal incontinence.",
                     "Motor 5/5 R, 4/5 L EHL. Decreased perianal sensation. Rectal: decreased rectal tone. "
                     f"Bladder scan PVR {rng.choice((450, 650, 800))} mL.",
@@ -356,11 +360,13 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
                                                  "ID consult."], temp=rng.choice(("38.9", "39.1", "38.4")))
     if name == "fracture":
         old = pt.age >= 65
-        mech = ("a ground-level fall at home" if old else rng.choice(("an MVC, restrained driver", "a fall from a ladder (8 ft)")))
+        mech = "a ground-level fall at home" if old else rng.choice(("an MVC, restrained driver",
+                                                                     "a fall from a ladder (8 ft)"))
+        when = rng.choice(("yesterday", "this morning", "2 days ago"))
         if old:
             pt.osteoporosis = pt.osteoporosis or rng.random() < 0.5
         return Case(name, "back pain after fall",
-                    [f"{pt.age} yo {pt.sex} with acute low back pain after {mech} {rng.choice(('yesterday', 'this morning', '2 days ago'))}.",
+                    [f"{pt.age} yo {pt.sex} with acute low back pain after {mech} {when}.",
                      ("Osteoporosis on alendronate." if pt.osteoporosis else
                       "No known osteoporosis; normal DEXA 2019." if old else "Otherwise healthy."),
                      "No leg numbness or weakness. No head strike."],
@@ -371,7 +377,8 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
     pt.surgery = pt.surgery or rng.choice(SURGERIES).format(y=_year(rng))
     return Case(name, "back pain after prior surgery",
                 [f"{pt.age} yo {pt.sex} s/p {pt.surgery}, now {dur} of recurrent low back pain and {side} leg pain "
-                 "similar to pre-operative pain.", rng.choice(("No fever, wound healed.", "Tried gabapentin, no relief.",
+                 "similar to pre-operative pain.", rng.choice(("No fever, wound healed.",
+                                                               "Tried gabapentin, no relief.",
                                                                "Known old L foot drop since the surgery, unchanged."))],
                 {"numbness or tingling in the legs"} if rng.random() < 0.5 else set(), "",
                 f"Strength 5/5 except {s} EHL 4+/5 (baseline per op note). Sensation decreased {s} L5 dermatome. "
@@ -395,7 +402,8 @@ def negated_ros(rng: random.Random, case: Case, terse: bool) -> str:
 
 def ros_block(rng: random.Random, case: Case) -> str:
     lines = [
-        f"Constitutional: {'positive for fever, chills' if 'fever' in case.positives else 'negative for fever, chills, unintentional weight loss, night sweats'}.",
+        "Constitutional: " + ("positive for fever, chills." if "fever" in case.positives
+                              else "negative for fever, chills, unintentional weight loss, night sweats."),
         "Eyes: negative for vision change.", "Cardiovascular: negative for chest pain, palpitations, leg swelling.",
         "Respiratory: negative for cough, shortness of breath.",
         "Gastrointestinal: " + ("positive for fecal incontinence." if "bowel or bladder incontinence" in case.positives
@@ -408,7 +416,8 @@ def ros_block(rng: random.Random, case: Case) -> str:
         "Psychiatric: negative for depression, SI.", "Skin: negative for rash.",
         "All other systems reviewed and are negative.",
     ]
-    keep = lines if rng.random() < 0.6 else [l for l in lines if rng.random() < 0.6 or "Neuro" in l or "Genito" in l]
+    keep = lines if rng.random() < 0.6 else [
+        line for line in lines if rng.random() < 0.6 or "Neuro" in line or "Genito" in line]
     return "Review of Systems:\n" + "\n".join(keep)
 
 
@@ -435,14 +444,15 @@ def history_lines(rng: random.Random, pt: Patient, terse: bool) -> list[str]:
         pmh.append("osteoporosis")
     psh = list(pt.psh) + ([pt.surgery] if pt.surgery else [])
     meds = pt.meds or ["none"]
-    social = f"{pt.occupation}. {pt.smoker.capitalize()}. " + (pt.ivdu if pt.ivdu else
-                                                                 rng.choice(("Denies IVDU.", "No drug use.", "Social EtOH.",
-                                                                             "Denies illicit drug use.", "2-3 beers on weekends.")))
+    habits = pt.ivdu or rng.choice(("Denies IVDU.", "No drug use.", "Social EtOH.", "Denies illicit drug use.",
+                                    "2-3 beers on weekends."))
+    social = f"{pt.occupation}. {pt.smoker.capitalize()}. {habits}"
     if terse:
         return [f"PMH: {', '.join(pmh) or 'none'}", f"Meds: {', '.join(m.split(' ')[0] for m in meds)}",
                 f"All: {pt.allergies}"]
     return [f"Past Medical History: {'; '.join(pmh) or 'none'}",
-            f"Past Surgical History: {'; '.join(psh) or 'none'}" + ("" if pt.surgery or rng.random() < 0.6 else ". No prior back surgery."),
+            f"Past Surgical History: {'; '.join(psh) or 'none'}"
+            + ("" if pt.surgery or rng.random() < 0.6 else ". No prior back surgery."),
             "Medications:\n" + "\n".join(f"- {m}" for m in meds),
             f"Allergies: {pt.allergies}", f"Social History: {social}", family_line(rng, pt)]
 
@@ -569,16 +579,20 @@ def _date(rng: random.Random, days_back: int) -> str:
 
 # --- the note styles ---------------------------------------------------------------------------------------
 def style_terse(rng: random.Random, pt: Patient, case: Case, setting: str) -> list[str]:
-    head = {"terse_ed": rng.choice(("ED NOTE", "ED provider note", "")), "urgent_care": rng.choice(("Urgent care:", "UC visit", ""))}[setting]
+    heads = ("ED NOTE", "ED provider note", "") if setting == "terse_ed" else ("Urgent care:", "UC visit", "")
+    head = rng.choice(heads)
     hpi = " ".join(case.hpi)
     body = f"{hpi} {negated_ros(rng, case, True)} {rng.choice(('No hx of cancer.', 'No IVDU.', ''))}".strip()
     exam = f"Exam: {'afebrile' if case.temp < '38' else 'T ' + case.temp}. {case.back} {case.neuro}".strip()
-    plan = f"A/P: {case.assessment} {' '.join(case.plan)} {return_precautions(rng) if rng.random() < 0.6 else ''}".strip()
+    safety_net = return_precautions(rng) if rng.random() < 0.6 else ""
+    plan = f"A/P: {case.assessment} {' '.join(case.plan)} {safety_net}".strip()
     return [p for p in (head, body, exam, plan) if p]
 
 
 def style_telephone(rng: random.Random, pt: Patient, case: Case) -> list[str]:
-    yes_no = lambda item: "yes" if item in case.positives else rng.choice(("no", "denied", "none"))
+    def yes_no(item: str) -> str:
+        return "yes" if item in case.positives else rng.choice(("no", "denied", "none"))
+
     lines = [rng.choice(("TELEPHONE TRIAGE", "PHONE TRIAGE - BACK PAIN PROTOCOL", "Nurse triage call")),
              f"{pt.age} yo {pt.sex}", f"Chief complaint: {case.cc}", " ".join(case.hpi[:2]),
              f"Fever: {yes_no('fever')}", f"Saddle anesthesia: {yes_no('saddle anesthesia')}",
@@ -613,7 +627,8 @@ def style_ed(rng: random.Random, pt: Patient, case: Case) -> list[str]:
 
 def style_primary_care(rng: random.Random, pt: Patient, case: Case) -> list[str]:
     return [
-        rng.choice(("PRIMARY CARE OFFICE VISIT", "Internal Medicine - Established Patient", "Family Medicine Clinic Note",
+        rng.choice(("PRIMARY CARE OFFICE VISIT", "Internal Medicine - Established Patient",
+                    "Family Medicine Clinic Note",
                     "PRIMARY CARE - ESTABLISHED PATIENT VISIT")),
         f"Chief Complaint: {case.cc}",
         "History of Present Illness:\n" + " ".join(case.hpi) + " " + negated_ros(rng, case, False),
@@ -647,15 +662,19 @@ def style_pt(rng: random.Random, pt: Patient, case: Case) -> list[str]:
     weak = case.name in ("weakness", "foot_drop")
     return [
         rng.choice(("OUTPATIENT PT - LUMBAR EVAL", "Physical Therapy Initial Evaluation", "PT Progress Note")),
-        f"Pt: {pt.age} yo {pt.sex}, referred for {case.cc}. Precautions: {rng.choice(('none', 'no lifting >10 lb', 'fall risk'))}.",
+        f"Pt: {pt.age} yo {pt.sex}, referred for {case.cc}. "
+        f"Precautions: {rng.choice(('none', 'no lifting >10 lb', 'fall risk'))}.",
         "S: " + " ".join(case.hpi) + " " + negated_ros(rng, case, True),
         f"PMH: {', '.join(pt.pmh) or 'none'}.",
         "O:\nGait: " + ("steppage gait." if case.name == "foot_drop" else "antalgic, otherwise symmetric.") +
         f"\nMMT (R/L): hip flexion 5/5 | 5/5, knee ext 5/5 | 5/5, ankle DF {'4/5' if weak else '5/5'} | 5/5, EHL "
-        f"{'4/5' if weak else '5/5'} | 5/5, PF 5/5 | 5/5\nSensation: {'decreased LT ' + s + ' lateral calf' if case.positives else 'intact'}.\n"
-        f"SLR {'positive ' + s if case.name == 'radicular' else 'neg bilat'}. 6MWT: {rng.randint(250, 520)} m. ODI: {rng.randint(10, 55)}%.",
+        f"{'4/5' if weak else '5/5'} | 5/5, PF 5/5 | 5/5\n"
+        f"Sensation: {'decreased LT ' + s + ' lateral calf' if case.positives else 'intact'}.\n"
+        f"SLR {'positive ' + s if case.name == 'radicular' else 'neg bilat'}. 6MWT: {rng.randint(250, 520)} m. "
+        f"ODI: {rng.randint(10, 55)}%.",
         f"A: {case.assessment}",
-        f"P: PT {rng.choice(('2x/wk x 6 wks', '1-2x/wk x 8 wks'))}. Core stabilization, neural mobility, walking program, "
+        f"P: PT {rng.choice(('2x/wk x 6 wks', '1-2x/wk x 8 wks'))}. Core stabilization, neural mobility, "
+        "walking program, "
         "HEP issued. " + ("Sent message to referring provider re: weakness." if weak else ""),
         f"Goals: ODI < {rng.randint(10, 20)}% in 6 wks; return to work full duty; sit 60 min without pain.",
     ]
@@ -666,7 +685,8 @@ def style_admission(rng: random.Random, pt: Patient, case: Case) -> list[str]:
         "ADMISSION HISTORY AND PHYSICAL", f"Chief Complaint: {case.cc}",
         "HPI: " + " ".join(case.hpi) + " " + negated_ros(rng, case, False),
         ros_block(rng, case), *history_lines(rng, pt, terse=False),
-        "Physical Exam:\n" + vitals(rng, case, "table") + f"\nBack: {case.back or 'no tenderness'}\nNeuro: {case.neuro}",
+        "Physical Exam:\n" + vitals(rng, case, "table")
+        + f"\nBack: {case.back or 'no tenderness'}\nNeuro: {case.neuro}",
         pad_labs(rng, pt),
         f"Assessment/Plan:\n{pt.age} yo {pt.sex} admitted for {case.cc}. {case.assessment}\n"
         + "\n".join(f"# {p}" for p in case.plan) + "\nDVT ppx: heparin SQ. Code status: full code.",
@@ -770,7 +790,9 @@ def generate(n: int, seed: int = 0) -> Iterator[tuple[dict, list[dict]]]:
 
 def length_stats(lengths: list[int]) -> dict:
     ordered = sorted(lengths)
-    q = lambda p: ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+    def q(share: float) -> int:
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
     return {"min": ordered[0], "p5": q(0.05), "median": int(statistics.median(ordered)), "p95": q(0.95),
             "max": ordered[-1], "mean": round(sum(ordered) / len(ordered))}
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import shlex
@@ -117,7 +116,8 @@ def run_measured(cmd: list[str], log: Path) -> dict:
         sampler.stop.set()
         sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall_seconds": round(wall, 3), "returncode": proc.returncode,
+    return {"wall_seconds": round(wall, 3), "cpu_seconds_all": round(usage.ru_utime + usage.ru_stime, 3),
+            "returncode": proc.returncode,
             "peak_rss_mb": _mb_kb(usage.ru_maxrss), **sampler.summary(),
             "stdout": log.with_suffix(".out").read_text(), "stderr_tail": _tail(log.with_suffix(".err"))}
 
@@ -141,7 +141,7 @@ def run_peer(name: str, archive: dict, work: Path) -> dict:
         return {**row, "error": measured["stderr_tail"]}
     report = json.loads(measured["stdout"].strip().splitlines()[-1])
     row.update({k: report[k] for k in ("notes", "bytes", "tokens", "entities", "read_seconds", "build_seconds",
-                                       "seconds", "pipeline")})
+                                       "seconds", "cpu_seconds", "pipeline")})
     return row
 
 
@@ -185,7 +185,8 @@ def run_lbp(archive: dict, jobs: int, work: Path, options: set[str], chunk_size:
                 "findings": counts.get("findings"), "workers": manifest.get("workers"),
                 "chunks": manifest.get("chunks"), "manifest_timings": manifest.get("timings")})
     if (counts.get("notes_written") or 0) + (counts.get("errors") or 0) != archive["notes"]:
-        row["error"] = f"{counts.get('notes_written')} notes + {counts.get('errors')} errors for {archive['notes']} notes in"
+        row["error"] = (f"{counts.get('notes_written')} notes + {counts.get('errors')} errors written for "
+                        f"{archive['notes']} notes in")
     shutil.rmtree(out, ignore_errors=True)
     return row
 
@@ -213,7 +214,8 @@ def lbp_rows(raw: dict, small: dict | None) -> list[dict]:
     """The raw end-to-end row and, with a run of the same command on a prefix of the archive, the
     start-up-excluded row: the marginal rate (N - n0) / (T(N) - T(n0)), where fixed costs cancel."""
     label = f"lbp-audit run --jobs {raw['jobs']}" if raw["jobs_option"] else "lbp-audit run (no --jobs option yet)"
-    end_to_end = {**raw, "contender": f"{label}: end to end", "seconds": raw["wall_seconds"]}
+    end_to_end = {**raw, "contender": f"{label}: end to end", "seconds": raw["wall_seconds"],
+                  "cpu_seconds": raw.get("cpu_seconds_all")}
     rates(end_to_end)
     rows = [end_to_end]
     if small and not small.get("error") and not raw.get("error") and raw["notes"] > small["notes"]:
@@ -226,6 +228,8 @@ def lbp_rows(raw: dict, small: dict | None) -> list[dict]:
         per_note = extra / (raw["notes"] - small["notes"])
         excl = {**raw, "id": raw["id"] + "-excl", "contender": f"{label}: start-up excluded",
                 "seconds": round(extra, 3), "notes": raw["notes"] - small["notes"],
+                "cpu_seconds": round(raw["cpu_seconds_all"] - small["cpu_seconds_all"], 3)
+                if raw.get("cpu_seconds_all") is not None and small.get("cpu_seconds_all") is not None else None,
                 "bytes": raw["bytes"] - small["bytes"], "baseline_notes": small["notes"],
                 "baseline_seconds": small["wall_seconds"], "baseline_peak_rss_mb": small["peak_rss_mb"],
                 "startup_seconds": round(small["wall_seconds"] - small["notes"] * per_note, 3)}
@@ -248,7 +252,9 @@ def check(name: str, passed, measured: str, target: str) -> dict:
 def target_checks(rows: dict, rss_rows: list[dict]) -> list[dict]:
     floor, medspacy = rows.get("floor"), rows.get("medspacy")
     j1, j2 = rows.get("lbp-j1-excl"), rows.get("lbp-j2-excl")
-    rate = lambda r: r and r.get("notes_per_s")
+    def rate(row):
+        return row and row.get("notes_per_s")
+
     checks = []
     if rate(j1) and rate(floor):
         share = j1["notes_per_s"] / floor["notes_per_s"]
@@ -282,8 +288,8 @@ def target_checks(rows: dict, rss_rows: list[dict]) -> list[dict]:
     else:
         checks.append(check("peak RSS at the largest size within 15 % of the smallest (--jobs 1)", None,
                             "run with --rss-notes A B", "<= +15 %"))
-    per_process = [(r["id"], r["peak_rss_mb"]) for r in [*rss_rows, *[v for k, v in rows.items() if k.startswith("lbp-j")]]
-                   if r.get("peak_rss_mb") and not r.get("error")]
+    lbp_runs = [*rss_rows, *(row for key, row in rows.items() if key.startswith("lbp-j"))]
+    per_process = [(r["id"], r["peak_rss_mb"]) for r in lbp_runs if r.get("peak_rss_mb") and not r.get("error")]
     if per_process:
         worst = max(per_process, key=lambda p: p[1])
         checks.append(check("peak RSS < 1 GB per process (main or worker), every lbp-audit run",
@@ -315,6 +321,7 @@ def machine_info() -> dict:
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
             "spacy": version("spacy"), "medspacy": version("medspacy"), "negspacy": version("negspacy"),
             "pyrush": version("PyRuSH"), "lbp_audit": version("lbp-audit"), "git_commit": commit,
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "uncommitted_pipeline_changes": dirty}
 
 
@@ -325,8 +332,8 @@ def _fmt(value, digits=1) -> str:
 
 
 def table(rows: list[dict], floor_rate: float | None) -> str:
-    lines = ["| contender | notes | MB | seconds | notes/s | MB/s | peak RSS MB | × floor | build / start-up s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| contender | notes | MB | seconds | CPU s | notes/s | MB/s | peak RSS MB | × floor "
+             "| build / start-up s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = r["notes_per_s"] / floor_rate if r.get("notes_per_s") and floor_rate else None
         fixed = r.get("build_seconds", r.get("startup_seconds"))
@@ -336,6 +343,7 @@ def table(rows: list[dict], floor_rate: float | None) -> str:
         name = r["contender"] + (f" — ERROR: {r['error'].splitlines()[-1][:80]}" if r.get("error") else "")
         name += f" — n/a: {r['warning']}" if r.get("warning") else ""
         lines.append(f"| {name} | {r['notes']:,} | {r['bytes'] / 1e6:.2f} | {_fmt(r.get('seconds'), 2)} | "
+                     f"{_fmt(r.get('cpu_seconds'), 2)} | "
                      f"{_fmt(r.get('notes_per_s'))} | {_fmt(r.get('mb_per_s'), 3)} | {rss} | "
                      f"{_fmt(ratio, 2)} | {_fmt(fixed, 2)} |")
     return "\n".join(lines)
@@ -347,7 +355,8 @@ def rss_table(rss_rows: list[dict]) -> str:
     for r in rss_rows:
         err = f" — ERROR: {r['error'].splitlines()[-1][:80]}" if r.get("error") else ""
         lines.append(f"| --jobs {r['jobs']}{err} | {r['notes']:,} | {_fmt(r.get('wall_seconds'), 1)} | "
-                     f"{_fmt(r.get('notes_per_s'))} | {_fmt(r.get('peak_rss_mb'), 0)} | {_fmt(r.get('main_hwm_mb'), 0)} | "
+                     f"{_fmt(r.get('notes_per_s'))} | {_fmt(r.get('peak_rss_mb'), 0)} | "
+                     f"{_fmt(r.get('main_hwm_mb'), 0)} | "
                      f"{_fmt(r.get('largest_child_hwm_mb'), 0)} | {_fmt(r.get('tree_pss_peak_mb'), 0)} |")
     return "\n".join(lines)
 
@@ -361,6 +370,8 @@ def checks_table(checks: list[dict]) -> str:
 def markdown(results: dict) -> str:
     m, a, s = results["machine"], results["archive"], results["archive"]["lengths"]
     floor = next((r for r in results["rows"] if r["id"] == "floor"), None)
+    contended = [r["id"] for r in results["rows"] if r.get("cpu_seconds") and r.get("seconds")
+                 and (r["kind"] == "peer" or r.get("jobs") == 1) and r["cpu_seconds"] / r["seconds"] < 0.85]
     parts = [
         "# lbp-audit benchmark results", "",
         f"**{results['label']}** — {results['date']}", "",
@@ -368,7 +379,12 @@ def markdown(results: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}; Python {m['python']}, "
         f"spaCy {m['spacy']}, medspaCy {m['medspacy']}, negspacy {m['negspacy']}, PyRuSH {m['pyrush']}, "
         f"lbp-audit {m['lbp_audit']} (commit {m['git_commit']}"
-        + (", with uncommitted changes in pipeline/ or patterns/" if m["uncommitted_pipeline_changes"] else "") + ").",
+        + (", with uncommitted changes in pipeline/ or patterns/" if m["uncommitted_pipeline_changes"] else "") + "). "
+        f"Load average (1 / 5 / 15 min) {m['load_average_at_start']} at the start, {m['load_average_at_end']} at "
+        "the end"
+        + (f". **Other work shared the CPUs: {', '.join(contended)} got less than 85 % of a core (CPU s / seconds), "
+           "so their wall-clock figures are pessimistic; the CPU-seconds column is less affected.**"
+           if contended else "; every single-process contender got at least 85 % of a core."),
         "",
         f"Archive: {a['notes']:,} synthetic notes (seed {a['seed']}), {a['text_bytes'] / 1e6:.2f} MB of text, "
         f"length min {s['min']:,} / median {s['median']:,} / max {s['max']:,} characters; {a['orders']:,} orders on "
@@ -476,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     results["rss"] = rss_rows
     results["targets"] = target_checks({r["id"]: r for r in rows}, rss_rows)
     results["seconds"] = round(time.perf_counter() - started, 1)
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
