@@ -130,10 +130,11 @@ def publish(spec, tables: Iterable, *, omop: bool = False, nlp_system: str, nlp_
             with db.transaction():
                 if note_nlp:
                     note_nlp.prepare()
-                first = True
+                first, dtypes = True, None
                 for part in parts:
+                    part = _conform(part, dtypes) if dtypes is not None else part
                     db.write_frame(target, part, replace=first)
-                    first = False
+                    first, dtypes = False, dtypes if dtypes is not None else part.dtypes
                     if note_nlp:
                         note_nlp.write(part)
                 if first:
@@ -579,9 +580,21 @@ class _Alchemy(_Database):
     def _guard(self, source: str = ""):
         try:
             yield
-        except self.sa.exc.DBAPIError as err:
+        except (self.sa.exc.DBAPIError, self.engine.dialect.loaded_dbapi.Error) as err:  # the driver's, from COPY
             what = f"the {source} failed" if source else "a statement failed"
             raise InputError(f"{masked(self.spec)}: {what} ({_describe(err)})") from None
+
+
+def _conform(frame: pd.DataFrame, dtypes) -> pd.DataFrame:
+    """A later part with the first part's integer columns as integers: pandas makes an integer column
+    with an empty value float, which an integer database column refuses."""
+    changes = {}
+    for column, dtype in dtypes.items():
+        if column in frame and pd.api.types.is_integer_dtype(dtype) and pd.api.types.is_float_dtype(frame[column]):
+            values = frame[column]
+            if (values.dropna() % 1 == 0).all():
+                changes[column] = values.astype("Int64")
+    return frame.assign(**changes) if changes else frame
 
 
 def _duckdb_path(spec) -> str | None:

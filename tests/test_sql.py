@@ -251,6 +251,9 @@ def test_sql_publish_round_trip_replaces_each_run(kind, tmp_path):
     assert len(back) == 4 and back["label"].tolist() == findings.sort_values(["note_id", "start"])["label"].tolist()
     assert back["section"].tolist()[-1] == "pmh"  # all-empty in the first part, text in the second
     assert read_back(spec, "SELECT reason FROM lbp_errors")["reason"].tolist() == ["missing text"]
+    ages = [pd.DataFrame({"note_id": ["1"], "age": [62]}), pd.DataFrame({"note_id": ["2", "3"], "age": [None, 34.0]})]
+    sql.publish(spec, [("notes", ages)], nlp_system=SYSTEM, nlp_date=DAY)  # an integer column, later with a gap
+    assert read_back(spec, "SELECT age FROM lbp_notes ORDER BY note_id")["age"].fillna(-1).tolist() == [62, -1, 34]
     with pytest.raises(UsageError):
         sql.publish(spec, [("secrets", [])], nlp_system=SYSTEM, nlp_date=DAY)
 
