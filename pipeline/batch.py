@@ -370,6 +370,11 @@ def _maybe_database(spec) -> bool:
     return "://" in text or text.lower().endswith((".duckdb", ".ddb"))
 
 
+def _shown(spec) -> str:
+    """An input as the manifest may name it: a database URL's password masked."""
+    return _sql().masked(spec) if _maybe_database(spec) else str(spec)
+
+
 def _sql():
     try:
         from . import sql
@@ -585,7 +590,8 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
                            "orders_judged": judged["rows"],
                            "orders_unmatched": len(unmatched_rows),
                            "verdicts": {k: int(v) for k, v in verdicts.most_common()}})
-    database = _publish_extras(out_dir, fmt, tables, paths, schemas, omop, to_sql, rules_dir, state["pipeline"])
+    database = _publish_extras(out_dir, fmt, tables, paths, schemas, omop, to_sql, rules_dir,
+                               f"{state['pipeline'] or 'lbp'}; rules {rules.digest}")
     timings["publish"] = time.perf_counter() - clock
     total = time.perf_counter() - started
     extracted = counts["extracted"]
@@ -599,7 +605,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
                                       "file": e.file, "rows": editions_used.get(e.id, 0)} for e in editions},
         "edition_forced": edition,
         "match_window_days": window_days,
-        "inputs": {"notes": str(notes_path), **({"orders": str(orders_path)} if orders_path else {})},
+        "inputs": {"notes": _shown(notes_path), **({"orders": _shown(orders_path)} if orders_path else {})},
         "fingerprints": fingerprints,
         "format": fmt,
         "counts": out_counts,
@@ -766,7 +772,9 @@ def _publish_extras(out_dir: Path, fmt: str, tables: dict, paths: dict, schemas:
     nlp_date = dt.date.today()
     if to_sql:
         sql = _sql()
-        frames = lambda name: (table.to_pandas() for table in tables[name]())
+
+        def frames(name):  # at least one (empty) frame, so that an empty table is written, not dropped
+            yield from (table.to_pandas() for table in _chain([schemas[name].empty_table()], tables[name]()))
         return sql.publish(to_sql, [(name, frames(name)) for name in tables], omop=omop, nlp_system=nlp_system,
                            nlp_date=nlp_date) or {}
     if omop:

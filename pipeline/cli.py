@@ -49,6 +49,10 @@ def cmd_run(args) -> int:
     width = max(map(len, outputs)) + 1
     for name, path in outputs.items():
         print(f"  {name:<{width}}{path}")
+    if manifest.get("database"):
+        from .sql import masked
+
+        print(f"  database: {', '.join(manifest['database'].values())} in {masked(args.to_sql)}")
     return 0
 
 
