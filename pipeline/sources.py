@@ -148,9 +148,9 @@ class _ByteCounter:
         self.handle = None
 
     def __call__(self) -> float | None:
-        if not self.size or self.handle is None or self.handle.closed:
+        if not self.size or self.handle is None:
             return None
-        return min(1.0, self.handle.tell() / self.size)
+        return 1.0 if self.handle.closed else min(1.0, self.handle.tell() / self.size)
 
 
 def _open_bytes(path: Path):
@@ -183,7 +183,7 @@ def _csv_records(path: Path, names: dict[str, str], counter: _ByteCounter) -> It
     with raw, stream:
         try:
             reader = pd.read_csv(stream, dtype=str, keep_default_na=False, na_values=[], chunksize=BLOCK_ROWS,
-                                 on_bad_lines="warn", encoding="utf-8", usecols=lambda c: str(c) in names)
+                                 on_bad_lines="warn", encoding="utf-8")
             while True:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -192,8 +192,8 @@ def _csv_records(path: Path, names: dict[str, str], counter: _ByteCounter) -> It
                     except StopIteration:
                         block = None
                 bad = [m for w in caught for m in _BAD_CSV_LINE.finditer(str(w.message))]
-                if block is not None:
-                    block = block.rename(columns=names)
+                if block is not None:  # (no usecols: with it, pandas drops a row's extra fields silently)
+                    block = block[[c for c in block.columns if str(c) in names]].rename(columns=names)
                     yield from (_clean(row) for row in block.to_dict(orient="records"))
                 for m in bad:  # after the good rows of the same block: deterministic, input-only
                     yield {"note_id": None, READ_ERROR: f"malformed CSV row (line {m[1]}: expected {m[2]} fields, "
