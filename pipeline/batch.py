@@ -30,6 +30,7 @@ from .audit import (AUDIT_FIELDS, DEFAULT_WINDOW_DAYS, UNMATCHED_FIELDS, LinkKey
                     missed_row, needs_imaging, note_rationale, parse_date, text_or_none)
 from .findings import FINDING_FIELDS, Finding
 from .scenarios import Edition, Recommendation, choose_edition, recommend
+from .sources import READ_ERROR
 from .summary import SUMMARY_FIELDS, evidence_by_label
 from .tables import (PASSTHROUGH_NOTE_COLUMNS, InputError, TableWriter, UsageError, arrow_schema, read_parts,
                      read_records, to_arrow, write_json, write_part)
@@ -79,8 +80,6 @@ class NoteValidator:
         self.rows = 0
 
     def check(self, record: dict) -> tuple[dict | None, dict | None]:
-        from .sources import READ_ERROR
-
         self.rows += 1
         note_id = record.get("note_id")
         note_id = None if note_id is None or str(note_id).strip() == "" else str(note_id)
@@ -349,6 +348,9 @@ def read_orders(path: str | Path | None, columns: dict | None = None, records: I
         for ours, theirs in ORDER_COLUMN_ALIASES.items():
             if record.get(ours) is None:
                 record[ours] = next((record[t] for t in theirs if record.get(t) is not None), None)
+        if record.get(READ_ERROR):
+            problems.append({"order_id": f"row:{row_number}", "reason": record[READ_ERROR]})
+            continue
         order_id = record.get("order_id")
         if order_id is None or str(order_id).strip() == "":
             problems.append({"order_id": f"row:{row_number}", "reason": "missing order_id"})

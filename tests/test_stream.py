@@ -194,6 +194,16 @@ def test_stream_jsonl_malformed_lines_become_error_rows(tmp_path, extractor):
     assert MARKER not in (tmp_path / "out" / "errors.csv").read_text()
 
 
+def test_stream_malformed_order_line_is_an_unmatched_row(tmp_path):
+    from pipeline.batch import read_orders
+
+    path = tmp_path / "orders.jsonl"
+    path.write_text(json.dumps({"order_id": "o1", "note_id": "n1", "description": "MRI L-spine"}) + "\n{broken\n")
+    orders, problems = read_orders(path)
+    assert [o.order_id for o in orders] == ["o1"]
+    assert problems == [{"order_id": "row:2", "reason": "malformed JSON (line 2)"}]
+
+
 def test_stream_csv_row_with_too_many_fields_is_an_error_row(tmp_path, extractor):
     path = tmp_path / "notes.csv.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
