@@ -467,7 +467,8 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
 
     from .progress import Progress
 
-    bar = Progress(total=source.total, fraction=source.fraction, enabled=progress)
+    validator = NoteValidator()
+    bar = Progress(total=source.total, fraction=source.fraction, read=lambda: validator.rows, enabled=progress)
     counts = Counter()
     editions_used: Counter = Counter()
     state = {"pipeline": None, "chunks": 0, "resumed": 0, "worker_rss": 0.0, "worker_seconds": 0.0}
@@ -487,7 +488,6 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
                 matcher.offer(NoteRef.from_json(ref))
         bar.set(counts["notes"] + counts["errors"])
 
-    validator = NoteValidator()
     read_clock = [0.0]
 
     def timed_chunks() -> Iterator[Chunk]:

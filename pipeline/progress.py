@@ -22,17 +22,18 @@ def progress_wanted(stream: TextIO | None = None, no_progress: bool = False) -> 
 class Progress:
     """`set(done)` the number of notes done (or `advance()` by one); `close()` clears the line.
 
-    The ETA comes from `total` (notes, when known up front) or else from `fraction()` (how much of the input
-    has been read); the rate counts only notes done since the display started."""
+    The rate counts from the first update on (so neither start-up nor the notes of a resumed run's skipped
+    chunks inflate or deflate it). The ETA comes from `total` notes when known up front, else from an
+    estimate: the records `read()` so far over the `fraction()` of the input they came from."""
 
     def __init__(self, total: int | None = None, fraction: Callable[[], float | None] | None = None,
-                 enabled: bool = False, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
-        self.total, self.fraction, self.enabled = total, fraction, enabled
+                 read: Callable[[], int] | None = None, enabled: bool = False, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.total, self.fraction, self.read, self.enabled = total, fraction, read, enabled
         self.stream = stream or sys.stderr
         self.clock = clock
-        self.started = clock()
         self.done = 0
-        self._first: int | None = None  # notes done at the first update (a resumed run starts above 0)
+        self._base: tuple[float, int] | None = None  # (time, notes done) at the first update
         self._shown_at = float("-inf")
         self._width = 0
 
@@ -41,33 +42,34 @@ class Progress:
 
     def set(self, done: int) -> None:
         self.done = done
-        if self._first is None:
-            self._first = done
         if not self.enabled:
             return
         now = self.clock()
+        if self._base is None:
+            self._base = (now, done)
         if now - self._shown_at < MIN_INTERVAL:
             return
         self._shown_at = now
         self._show(self.line(now))
 
+    def estimated_total(self) -> int | None:
+        if self.total is not None:
+            return self.total
+        fraction = self.fraction() if self.fraction else None
+        read = self.read() if self.read else None
+        return max(self.done, round(read / fraction)) if fraction and read else None
+
     def line(self, now: float | None = None) -> str:
         """The text of the progress line."""
         now = self.clock() if now is None else now
-        elapsed = max(now - self.started, 1e-9)
-        rate = (self.done - (self._first or 0)) / elapsed
-        parts = [f"{self.done:,} notes", f"{rate:,.1f} notes/s"]
-        remaining = None
-        if self.total:
-            parts.append(f"{min(self.done / self.total, 1):.0%}")
-            remaining = (self.total - self.done) / rate if rate > 0 else None
-        else:
-            fraction = self.fraction() if self.fraction else None
-            if fraction:
-                parts.append(f"{fraction:.0%}")
-                remaining = elapsed * (1 - fraction) / fraction
-        if remaining is not None:
-            parts.append(f"ETA {_clock_time(remaining)}")
+        since, first = self._base or (now, self.done)
+        rate = (self.done - first) / (now - since) if now > since and self.done > first else None
+        parts = [f"{self.done:,} notes", f"{rate:,.1f} notes/s" if rate else "-- notes/s"]
+        total = self.estimated_total()
+        if total:
+            parts.append(f"{min(self.done / total, 1):.0%}")
+            if rate:
+                parts.append(f"ETA {_clock_time((total - self.done) / rate)}")
         return "  ".join(parts)
 
     def _show(self, text: str) -> None:

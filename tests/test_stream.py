@@ -368,28 +368,30 @@ class _Terminal(io.StringIO):
 
 
 def test_stream_progress_line_shows_rate_and_eta_and_is_cleared():
-    now = [0.0]
+    now = [5.0]
     stream = _Terminal()
     bar = Progress(total=100, enabled=True, stream=stream, clock=lambda: now[0])
-    bar.set(0)
-    now[0] = 10.0
-    bar.set(50)
-    assert bar.line() == "50 notes  5.0 notes/s  50%  ETA 0:00:10"
+    bar.set(10)  # the first update: the rate counts from here (start-up time excluded)
+    assert bar.line() == "10 notes  -- notes/s  10%"
+    now[0] = 15.0
+    bar.set(60)
+    assert bar.line() == "60 notes  5.0 notes/s  60%  ETA 0:00:08"
     for i in range(1, 40):  # 39 updates within 1 s: at most 4 are drawn
-        now[0] = 10.0 + i / 40
+        now[0] = 15.0 + i / 40
         bar.advance()
     assert stream.getvalue().count("\r") <= 2 + 4
     bar.close()
     drawn = stream.getvalue().split("\r")
-    assert drawn[-3].startswith("80 notes") and drawn[-2].strip() == drawn[-1] == ""  # the last line, blanked
+    assert drawn[-3].startswith("90 notes") and drawn[-2].strip() == drawn[-1] == ""  # the last line, blanked
 
 
-def test_stream_progress_by_byte_fraction():
-    bar = Progress(fraction=lambda: 0.25, enabled=True, stream=_Terminal(), clock=lambda: 30.0)
-    bar.started = 0.0
-    bar._first = 0
-    bar.done = 300
-    assert bar.line(30.0) == "300 notes  10.0 notes/s  25%  ETA 0:01:30"
+def test_stream_progress_estimates_the_total_from_the_byte_fraction():
+    now = [0.0]
+    bar = Progress(fraction=lambda: 0.25, read=lambda: 500, enabled=True, stream=_Terminal(), clock=lambda: now[0])
+    bar.set(0)
+    now[0] = 30.0
+    bar.set(300)  # 500 records in a quarter of the file: about 2,000 notes
+    assert bar.line() == "300 notes  10.0 notes/s  15%  ETA 0:02:50"
 
 
 def test_stream_progress_only_on_a_terminal_outside_ci(monkeypatch):
