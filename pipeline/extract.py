@@ -26,19 +26,28 @@ class Extractor:
         self.nlp = build(self.rules)
 
     def extract(self, text: str, note_id: str = "note") -> NoteResult:
-        return self._result(self.nlp(text), note_id)
+        return next(self.pipe([(note_id, text)]))
 
-    def pipe(self, notes: Iterable[tuple[str, str]], batch_size: int = 32) -> Iterator[NoteResult]:
-        """(note_id, text) pairs in, results out in the same order."""
-        pairs = ((text, note_id) for note_id, text in notes)
-        for doc, note_id in self.nlp.pipe(pairs, as_tuples=True, batch_size=batch_size):
-            yield self._result(doc, note_id)
+    def pipe(self, notes: Iterable[tuple[str, str]], batch_size: int = 64) -> Iterator[NoteResult]:
+        """(note_id, text) pairs in, results out in the same order. Only the sentences that hold a
+        target match are tokenised and run through ConText (see `windows.py`)."""
+        scanner = self.nlp.get_pipe("lbp_windows").scanner
+
+        def docs():
+            for note_id, text in notes:
+                window = scanner.prepare(text)
+                doc = self.nlp.make_doc(window.reduced)
+                doc.user_data["lbp_window"] = window
+                yield doc, (note_id, text)
+
+        for doc, (note_id, text) in self.nlp.pipe(docs(), as_tuples=True, batch_size=batch_size):
+            yield self._result(doc, note_id, text)
 
     def doc(self, text: str):
-        """The processed spaCy `Doc` (for notebooks and visualisation)."""
+        """The processed spaCy `Doc` of the whole text (for notebooks and visualisation)."""
         return self.nlp(text)
 
     @staticmethod
-    def _result(doc, note_id: str) -> NoteResult:
+    def _result(doc, note_id: str, text: str) -> NoteResult:
         findings = tuple(findings_from_doc(doc, note_id))
-        return NoteResult(note_id, findings, summarise(note_id, doc.text, list(findings)))
+        return NoteResult(note_id, findings, summarise(note_id, text, list(findings)))

@@ -107,17 +107,23 @@ def _context_assertion(ent: Span) -> tuple[str, str | None, str | None]:
 def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
     """One `Finding` per (matched target, label), with assertion, laterality, progression and section."""
     findings = []
-    sections = doc._.lbp_sections
-    text = doc.text
+    window = doc.user_data.get("lbp_window")
+    sections = window.sections if window else doc._.lbp_sections
+    text = window.text if window else doc.text
     for ent in doc.ents:
         meta = ent._.target_rule.metadata
         polarity = meta.get("polarity", "positive")
         if polarity == "mask":
             continue
-        section = section_at(sections, ent.start_char)
+        if window:  # offsets in the note, not in the window's text
+            start, end = window.to_note_span(ent.start_char, ent.end_char)
+            sent_start, sent_end = window.sentence_at(start)
+        else:
+            start, end, sent_start, sent_end = ent.start_char, ent.end_char, ent.sent.start_char, ent.sent.end_char
+        section = section_at(sections, start)
         section_name = section.category if section else None
         if polarity == "normal":
-            assertion, cue, cue_id = "negated", ent.text, meta["id"]
+            assertion, cue, cue_id = "negated", text[start:end], meta["id"]
         else:
             assertion, cue, cue_id = _context_assertion(ent)
         section_assertion = SECTION_ASSERTIONS.get(section_name)
@@ -130,13 +136,12 @@ def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
             else meta.get("labels", [ent.label_])
         if not labels:
             continue
-        sent = ent.sent
-        side = laterality(text, ent.start_char, ent.end_char, sent.start_char, sent.end_char)
-        progressive = is_progressive(text, ent.start_char, ent.end_char, sent.start_char, sent.end_char)
+        side = laterality(text, start, end, sent_start, sent_end)
+        progressive = is_progressive(text, start, end, sent_start, sent_end)
         for label in labels:
             findings.append(Finding(
                 note_id=note_id, label=label, assertion=assertion, laterality=side, progressive=progressive,
-                section=section_name, start=ent.start_char, end=ent.end_char, text=ent.text,
+                section=section_name, start=start, end=end, text=text[start:end],
                 rule_id=meta["id"], cue=cue, cue_rule_id=cue_id,
             ))
     return findings

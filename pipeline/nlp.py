@@ -1,21 +1,27 @@
 """Assemble the spaCy pipeline from the rule files: one place, named components, explicit rules.
 
-tokenizer (spaCy blank English) → `lbp_sections` → `lbp_sentences` → medspaCy TargetMatcher →
-medspaCy ConText. medspaCy's bundled rules never load: every rule comes from `patterns/`.
+tokenizer (spaCy blank English) → `lbp_windows` (sections, sentences and target matches found on the
+raw text, see `windows.py`) → medspaCy TargetMatcher (fed those matches) → medspaCy ConText (its
+token patterns expanded into a phrase matcher). medspaCy's bundled rules never load: every rule
+comes from `patterns/`. `build(fast=False)` is the plain medspaCy pipeline over the whole text, kept
+to check that the fast one finds the same (tests/test_nlp.py).
 """
 from typing import Optional, Union
 
 import bisect
+import re
 import warnings
+from itertools import product
 from pathlib import Path
 
 import spacy
 from spacy.language import Language
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 
 from .rules import RuleSet, load_rules
 from .sections import find_sections
 from .sentences import sentence_starts, set_sentence_starts
+from .windows import GatedRegexes, Scanner, token_pattern_regex
 
 PIPELINE_NAME = "lbp.red_flags.v1"
 
@@ -48,6 +54,41 @@ class ClinicalSentencizer:
         return doc
 
 
+class WindowMarker:
+    """Marks the sentences of a `Window`'s text. A doc that did not come with a window (`nlp(text)`)
+    gets one over its whole text."""
+
+    def __init__(self):
+        self.scanner: Scanner | None = None
+
+    def __call__(self, doc: Doc) -> Doc:
+        window = doc.user_data.get("lbp_window")
+        if window is None or window.reduced != doc.text:
+            window = self.scanner.prepare(doc.text, keep_all=True)
+            doc.user_data["lbp_window"] = window
+        doc._.lbp_sections = window.sections
+        starts = set_sentence_starts(doc, window.kept_starts)
+        # `span.sent` would scan every token of the doc on each call (ConText asks once per modifier)
+        doc.user_span_hooks["sent"] = _sentence_lookup(doc, starts)
+        return doc
+
+
+def _sentence_lookup(doc: Doc, starts: list[int]):
+    ends = starts[1:] + [len(doc)]
+
+    def sent(span):
+        i = bisect.bisect_right(starts, span.start) - 1
+        return doc[starts[i]:ends[i]]
+
+    return sent
+
+
+@Language.factory("lbp_windows", assigns=["doc._.lbp_sections", "token.is_sent_start"])
+def make_window_marker(nlp: Language, name: str) -> WindowMarker:
+    _register_extensions()
+    return WindowMarker()
+
+
 @Language.factory("lbp_sections", assigns=["doc._.lbp_sections"])
 def make_section_detector(nlp: Language, name: str) -> SectionDetector:
     _register_extensions()
@@ -75,32 +116,234 @@ class NoCross:
 
 def _faster_regex_matching(component) -> None:
     """medspaCy's RegexMatcher rebuilds `doc.text_with_ws` for every pattern and maps characters to
-    tokens by a linear scan; with ~130 regex rules that was 40 % of the run time. Same matches,
-    computed once per doc (tests/test_nlp.py checks the two agree)."""
+    tokens by a linear scan. Here each regex runs once per doc, and in a doc marked by `lbp_windows`
+    only in the sentences holding one of its literals (`windows.GatedRegexes`); tests/test_nlp.py
+    checks the results against medspaCy's own pipeline."""
     from medspacy.common.regex_matcher import RegexMatcher
 
     class FastRegexMatcher(RegexMatcher):
+        gated: GatedRegexes | None = None
+
         def __call__(self, doc: Doc):
+            if self.gated is None:
+                keys = [key for key, patterns in self._patterns.items() for _ in patterns]
+                self.gated = (keys, GatedRegexes([p for patterns in self._patterns.values() for p in patterns]))
+            keys, gated = self.gated
             text = doc.text_with_ws
+            window = doc.user_data.get("lbp_window")
+            sentences = list(window.kept_starts) if window is not None and window.reduced == text else [0]
             starts = [token.idx for token in doc]
             matches = []
-            for match_id, patterns in self._patterns.items():
+            for index, found in gated.matches(text, sentences):
+                match_id = keys[index]
+                span = doc.char_span(found.start(), found.end())
+                if span is None:  # widen to token edges, as medspaCy does
+                    first = max(0, bisect.bisect_right(starts, found.start()) - 1)
+                    span = doc[first:bisect.bisect_left(starts, found.end())]
+                if len(span):
+                    matches.append((match_id, span.start, span.end))
                 on_match = self._callbacks[match_id]
-                for pattern in patterns:
-                    for found in pattern.finditer(text):
-                        span = doc.char_span(found.start(), found.end())
-                        if span is None:  # widen to token edges, as medspaCy does
-                            first = max(0, bisect.bisect_right(starts, found.start()) - 1)
-                            span = doc[first:bisect.bisect_left(starts, found.end())]
-                        if len(span):
-                            matches.append((match_id, span.start, span.end))
-                        if on_match is not None:
-                            on_match(self, doc, len(matches) - 1, matches)
+                if on_match is not None:
+                    on_match(self, doc, len(matches) - 1, matches)
             return matches
 
-    owner = type(component).__name__
-    medspacy_matcher = getattr(component, f"_{owner}__matcher")
-    medspacy_matcher._MedspacyMatcher__regex_matcher.__class__ = FastRegexMatcher
+    _medspacy_matcher(component)._MedspacyMatcher__regex_matcher.__class__ = FastRegexMatcher
+
+
+def _window_matching(component) -> None:
+    """The target matcher takes the matches `Scanner.prepare` found on the raw text (every target rule
+    is a regex in the fast pipeline) instead of running each rule over the doc again."""
+    from medspacy.common.regex_matcher import RegexMatcher
+
+    class WindowRegexMatcher(RegexMatcher):
+        def __call__(self, doc: Doc):
+            window = doc.user_data.get("lbp_window")
+            if window is None or window.reduced != doc.text:
+                raise ValueError("the target matcher needs the doc's lbp_window (run lbp_windows first)")
+            keys = list(self._patterns)
+            starts = [token.idx for token in doc]
+            matches = []
+            for index, start, end in window.matches:
+                span = doc.char_span(start, end)
+                if span is None:  # widen to token edges, as medspaCy does
+                    first = max(0, bisect.bisect_right(starts, start) - 1)
+                    span = doc[first:bisect.bisect_left(starts, end)]
+                if len(span):
+                    matches.append((keys[index], span.start, span.end))
+            return matches
+
+    matcher = _medspacy_matcher(component)
+    matcher._MedspacyMatcher__regex_matcher.__class__ = WindowRegexMatcher
+    # every target rule is a regex here: spaCy's (empty) Matcher and PhraseMatcher need not run
+    matcher._MedspacyMatcher__matcher = matcher._MedspacyMatcher__phrase_matcher = lambda doc: []
+
+
+def _entities_at_once(component) -> None:
+    """medspaCy adds target spans to `doc.ents` one at a time, which copies the entity list each time;
+    the matches are already pruned, so one assignment gives the same entities."""
+    from medspacy.target_matcher import TargetMatcher
+
+    class OnceTargetMatcher(TargetMatcher):
+        def __call__(self, doc: Doc) -> Doc:
+            if doc.ents:  # entities from elsewhere: medspaCy's way skips the ones that clash
+                return super().__call__(doc)
+            doc.ents = self._spans(doc)
+            return doc
+
+        def _spans(self, doc: Doc):
+            matcher = _medspacy_matcher(self)
+            spans = []
+            for rule_id, start, end in matcher(doc):
+                rule = matcher.rule_map[self.nlp.vocab.strings[rule_id]]
+                span = Span(doc, start=start, end=end, label=rule.category)
+                span._.target_rule = rule
+                for attribute, value in (rule.attributes or {}).items():
+                    setattr(span._, attribute, value)
+                spans.append(span)
+            return spans
+
+    component.__class__ = OnceTargetMatcher
+
+
+def _context_by_sentence(component) -> None:
+    """medspaCy's ConText compares every modifier with every other modifier and every target in the
+    doc. A modifier's scope never leaves its sentence, so only pairs within one sentence can interact:
+    comparing those alone, in the same order, gives the same edges."""
+    from medspacy.context import ConText
+    from medspacy.context.context_graph import ConTextGraph
+    from medspacy.context.context_modifier import ConTextModifier
+
+    class SentenceGraph(ConTextGraph):
+        def __init__(self, sentence_of, **kwargs):
+            super().__init__(**kwargs)
+            self.sentence_of = sentence_of
+
+        def _groups(self) -> dict[int, list]:
+            groups: dict[int, list] = {}
+            for modifier in self.modifiers:
+                groups.setdefault(self.sentence_of(modifier.modifier_span[0]), []).append(modifier)
+            return groups
+
+        def update_scopes(self):
+            for group in self._groups().values():
+                for i in range(len(group) - 1):
+                    for j in range(i + 1, len(group)):
+                        group[i].limit_scope(group[j])
+                        group[j].limit_scope(group[i])
+
+        def apply_modifiers(self):
+            if self.prune_on_modifier_overlap:
+                spans = sorted((t.start, t.end) for t in self.targets)
+                self.modifiers = [m for m in self.modifiers if not _overlaps_any(m.modifier_span, spans)]
+            groups = self._groups()
+            for target in self.targets:
+                for modifier in groups.get(self.sentence_of(target.start), ()):
+                    if modifier.modifies(target):
+                        modifier.modify(target)
+            edges = []
+            for modifier in self.modifiers:
+                modifier.reduce_targets()
+                edges.extend((target, modifier) for target in modifier._targets)
+            self.edges = edges
+
+    class SentenceConText(ConText):
+        def __call__(self, doc: Doc, targets: str | None = None) -> Doc:
+            if targets or self.input_span_type != "ents":
+                return super().__call__(doc, targets)
+            sentence_starts = [sent.start for sent in doc.sents] if len(doc) else [0]
+            graph = SentenceGraph(lambda token: bisect.bisect_right(sentence_starts, token) - 1,
+                                  prune_on_modifier_overlap=self.prune_on_target_overlap)
+            graph.targets = doc.ents
+            matcher = self._ConText__matcher
+            graph.modifiers = [ConTextModifier(matcher.rule_map[self.nlp.vocab[match_id].text], start, end, doc,
+                                               max_scope=self.max_scope)
+                               for match_id, start, end in matcher(doc)]
+            graph.update_scopes()
+            graph.apply_modifiers()
+            for target, modifier in graph.edges:
+                target._.modifiers += (modifier,)
+            if self.context_attributes_mapping:
+                self.set_context_attributes(graph.edges)
+            doc._.context_graph = graph
+            return doc
+
+    component.__class__ = SentenceConText
+
+
+def _overlaps_any(span: tuple[int, int], sorted_spans: list[tuple[int, int]]) -> bool:
+    """Does (start, end) share a token with any of the spans (sorted, not overlapping each other)?
+    Of those starting before `end`, the last one reaches furthest."""
+    i = bisect.bisect_left(sorted_spans, (span[1],))
+    return i > 0 and sorted_spans[i - 1][1] > span[0]
+
+
+def _medspacy_matcher(component):
+    """The MedspacyMatcher inside a TargetMatcher or ConText (a name-mangled private attribute)."""
+    for cls in type(component).__mro__:
+        if hasattr(component, f"_{cls.__name__}__matcher"):
+            return getattr(component, f"_{cls.__name__}__matcher")
+    raise AttributeError(f"{type(component).__name__} has no medspaCy matcher")
+
+
+MAX_PHRASES = 20_000
+
+
+def _phrase_token_patterns(component, rules, nlp: Language) -> None:
+    """spaCy's Matcher checks `IN` lists token by token in Python; that was most of ConText's time.
+    Token patterns of plain words (LOWER / ORTH, `IN` lists, `?`) are spelled out into every word
+    sequence they match and handed to a PhraseMatcher on LOWER, which finds the same (start, end) spans
+    under the same rule ids. Patterns with `*`, regexes or other attributes stay with the Matcher."""
+    from spacy.matcher import Matcher, PhraseMatcher
+
+    medspacy = _medspacy_matcher(component)
+    keep = Matcher(nlp.vocab)
+    phrases = PhraseMatcher(nlp.vocab, attr="LOWER")
+    for rule in rules:
+        if not isinstance(rule.pattern, list):
+            continue
+        sequences = _spell_out(rule.pattern)
+        if sequences is None:
+            keep.add(rule._rule_id, [rule.pattern], on_match=rule.on_match)
+        else:
+            phrases.add(rule._rule_id, [Doc(nlp.vocab, words=list(words)) for words in sequences],
+                        on_match=rule.on_match)
+
+    order = {nlp.vocab.strings[rule._rule_id]: i for i, rule in enumerate(rules)}
+
+    class SplitMatcher:
+        def __call__(self, doc):  # in the Matcher's order: by start, then by rule
+            found = (keep(doc) if len(keep) else []) + phrases(doc)
+            return sorted(found, key=lambda m: (m[1], order[m[0]]))
+
+    medspacy._MedspacyMatcher__matcher = SplitMatcher()
+
+
+def _spell_out(pattern: list[dict]) -> list[tuple[str, ...]] | None:
+    """Every word sequence a plain token pattern matches (lower-cased), or None if it is not plain."""
+    options = []
+    for token in pattern:
+        op = token.get("OP")
+        attrs = {k: v for k, v in token.items() if k != "OP"}
+        if op not in (None, "?") or len(attrs) != 1:
+            return None
+        (attr, value), = attrs.items()
+        if attr == "LOWER":
+            words = value["IN"] if isinstance(value, dict) and set(value) == {"IN"} else [value]
+        elif attr == "ORTH" and isinstance(value, str) and value.lower() == value.upper():
+            words = [value]  # punctuation: the same under LOWER
+        else:
+            return None
+        if not all(isinstance(w, str) and w and not any(c.isspace() for c in w) for w in words):
+            return None
+        options.append([w.lower() for w in words] + ([None] if op == "?" else []))
+    total = 1
+    for choice in options:
+        total *= len(choice)
+    if total > MAX_PHRASES:
+        return None
+    sequences = {tuple(w for w in combo if w is not None) for combo in product(*options)}
+    sequences.discard(())
+    return sorted(sequences) if sequences else None
 
 
 def _import_medspacy():
@@ -123,19 +366,29 @@ def build(rules: Optional[RuleSet] = None, rules_dir: Union[str, Path, None] = N
     ConTextRule, TargetRule = _import_medspacy()
     nlp = spacy.blank("en")
     _split_leading_marks(nlp)
-    nlp.add_pipe("lbp_sections").add(ruleset.section_rules)
-    nlp.add_pipe("lbp_sentences")
+    if fast:
+        patterns = [_target_regex(r) for r in ruleset.target_rules]
+        nlp.add_pipe("lbp_windows").scanner = Scanner(ruleset, [_anchored(p) for p in patterns])
+    else:
+        patterns = [r.get("pattern") for r in ruleset.target_rules]
+        nlp.add_pipe("lbp_sections").add(ruleset.section_rules)
+        nlp.add_pipe("lbp_sentences")
     matcher = nlp.add_pipe("medspacy_target_matcher", config={"result_type": "ents", "prune": True})
     if fast:
-        _faster_regex_matching(matcher)
+        _window_matching(matcher)
+        _entities_at_once(matcher)
     matcher.add([
-        TargetRule(r["literal"], r["category"], pattern=_anchored(r.get("pattern")), metadata=r["metadata"])
-        for r in ruleset.target_rules
+        TargetRule(r["literal"], r["category"], pattern=_anchored(pattern), metadata=r["metadata"])
+        for r, pattern in zip(ruleset.target_rules, patterns)
     ])
     context = nlp.add_pipe("medspacy_context", config={"rules": None, "span_attrs": None})
     if fast:
         _faster_regex_matching(context)
-    context.add([_context_rule(ConTextRule, r) for r in ruleset.context_rules])
+    context_rules = [_context_rule(ConTextRule, r) for r in ruleset.context_rules]
+    context.add(context_rules)
+    if fast:
+        _phrase_token_patterns(context, context_rules, nlp)
+        _context_by_sentence(context)
     nlp.meta["lbp_rules_digest"] = ruleset.digest
     nlp.meta["lbp_pipeline"] = PIPELINE_NAME
     return nlp
@@ -146,6 +399,19 @@ def _split_leading_marks(nlp: Language) -> None:
     modify the finding without overlapping it."""
     prefixes = list(nlp.Defaults.prefixes) + [r"\?", r"\+", r"~", r"↓", r"↑"]
     nlp.tokenizer.prefix_search = spacy.util.compile_prefix_regex(prefixes).search
+
+
+def _target_regex(rule: dict) -> str:
+    """Every target rule as a regex: phrase rules and plain token rules are spelled as one."""
+    pattern = rule.get("pattern")
+    if isinstance(pattern, str):
+        return pattern
+    if pattern is None:
+        return r"(?<![\w])" + r"\s+".join(re.escape(w) for w in rule["literal"].split()) + r"(?![\w])"
+    regex = token_pattern_regex(pattern)
+    if regex is None:
+        raise ValueError(f"target rule {rule['metadata']['id']}: only plain LOWER token patterns are supported")
+    return regex
 
 
 def _anchored(pattern):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 
+import numpy
+from spacy.attrs import IDX, SENT_START
+
 _ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "vs", "e.g", "i.e", "approx", "st", "no", "fig", "pt", "inc", "etc"}
 _PUNCT_END = re.compile(r"[.!?]+[\"')\]]*[ \t]+(?=[A-Z0-9(\-\*•#+])")
 _SEMICOLON = re.compile(r";[ \t]*")
@@ -42,17 +45,24 @@ def sentence_starts(text: str, header_starts: list[int] = ()) -> list[int]:
     return sorted(s for s in starts if s < len(text))
 
 
-def set_sentence_starts(doc, starts: list[int]) -> None:
-    """Mark `token.is_sent_start` from character offsets (an offset inside a token marks that token)."""
+_NOT_START = numpy.uint64(2**64 - 1)  # spaCy's -1 for SENT_START, as the uint64 `from_array` takes
+
+
+def sentence_token_starts(doc, starts: list[int]) -> list[int]:
+    """Token indices where sentences start, from character offsets (an offset inside a token marks
+    that token); always 0 for a non-empty doc."""
     if not len(doc):
-        return
-    marks = set()
-    i = 0
-    ordered = sorted(starts)
-    for token in doc:
-        token_end = token.idx + len(token.text)
-        while i < len(ordered) and ordered[i] < token_end:
-            marks.add(token.i)
-            i += 1
-    for token in doc:
-        token.is_sent_start = token.i == 0 or token.i in marks
+        return []
+    ends = doc.to_array([IDX]).astype("int64") + numpy.array([len(t) for t in doc], dtype="int64")
+    marks = numpy.searchsorted(ends, numpy.asarray(sorted(starts), dtype="int64"), side="right")
+    return sorted({0, *(int(m) for m in marks if m < len(doc))})
+
+
+def set_sentence_starts(doc, starts: list[int]) -> list[int]:
+    """Mark `token.is_sent_start` from character offsets; returns the starting token indices."""
+    tokens = sentence_token_starts(doc, starts)
+    if tokens:
+        values = numpy.full((len(doc), 1), _NOT_START, dtype="uint64")
+        values[tokens] = 1
+        doc.from_array([SENT_START], values)
+    return tokens

@@ -1,0 +1,184 @@
+"""What of a note the spaCy pipeline needs to see: the sentences that hold a target match.
+
+ConText modifies targets only within their sentence, so a sentence without any target match
+cannot change a finding. `Scanner.prepare` finds sections, sentences and target matches on the raw
+text (each rule's regex run only where one of its required literals occurs, see `literals.py`),
+and keeps the sentences with a match as `pieces` of a shorter text. Tokenising, sentence marking
+and ConText then run on that text alone; `Window` maps every offset back to the note.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+
+import ahocorasick
+from dataclasses import dataclass
+
+from .literals import UNFOLDABLE, required_literals, with_first_characters
+from .rules import RuleSet
+from .sections import Section, sections_from_matches
+from .sentences import sentence_starts
+
+_SIMPLE_TOKEN_KEYS = {"LOWER", "OP"}
+CONTEXT_BEFORE = 24  # characters of the sentence before a kept one, for rules that look behind
+
+
+@dataclass(frozen=True)
+class Window:
+    """A note cut down to the sentences the pipeline must see.
+
+    `pieces` are (start, end, reduced_start): runs of consecutive kept sentences, in the note's
+    offsets and where each begins in `reduced`. `matches` are (rule_index, start, end) target
+    matches in `reduced` offsets, in rule order."""
+    text: str
+    sections: tuple[Section, ...]
+    sentence_starts: tuple[int, ...]
+    kept_starts: tuple[int, ...]          # sentence starts in `reduced` (kept sentences and the tails before them)
+    pieces: tuple[tuple[int, int, int], ...]
+    reduced: str
+    matches: tuple[tuple[int, int, int], ...]
+    _note_starts: tuple[int, ...] = ()
+    _reduced_starts: tuple[int, ...] = ()
+
+    def to_note(self, char: int) -> int:
+        """A `reduced` offset as an offset in the note (separators map to the end of their piece)."""
+        i = bisect.bisect_right(self._reduced_starts, char) - 1
+        if i < 0:
+            return 0
+        start, end, reduced_start = self.pieces[i]
+        return min(start + char - reduced_start, end)
+
+    def to_note_span(self, start: int, end: int) -> tuple[int, int]:
+        """A `reduced` span in the note's offsets, cut at the end of the piece it starts in."""
+        i = bisect.bisect_right(self._reduced_starts, start) - 1
+        piece_start, piece_end, reduced_start = self.pieces[max(i, 0)]
+        return piece_start + start - reduced_start, min(piece_start + end - reduced_start, piece_end)
+
+    def sentence_at(self, char: int) -> tuple[int, int]:
+        """(start, end) of the note's sentence holding offset `char`."""
+        i = bisect.bisect_right(self.sentence_starts, char) - 1
+        start = self.sentence_starts[i] if i >= 0 else 0
+        end = self.sentence_starts[i + 1] if i + 1 < len(self.sentence_starts) else len(self.text)
+        return start, end
+
+
+class GatedRegexes:
+    """Regexes that run only inside the windows (sentences, lines) where one of their required
+    literals occurs; one Aho-Corasick automaton finds every literal of every regex in one pass."""
+
+    def __init__(self, regexes: list[re.Pattern], min_literal: int = 2):
+        self.regexes = [with_first_characters(r) for r in regexes]
+        self.literals = [required_literals(r.pattern, min_literal) for r in regexes]
+        self.automaton = ahocorasick.Automaton()
+        owners: dict[str, list] = {}
+        for index, literals in enumerate(self.literals):
+            for literal in literals or ():
+                owners.setdefault(literal.text, []).append((index, literal if literal.left or literal.right else None))
+        for text, refs in owners.items():
+            self.automaton.add_word(text, (len(text), tuple(refs)))
+        if owners:
+            self.automaton.make_automaton()
+
+    def matches(self, text: str, windows: list[int], lower: str | None = None) -> list[tuple[int, re.Match]]:
+        """(regex index, match) in regex order, then text order. `windows` are the starts of the
+        windows; `lower` is `text.lower()` when the caller has it."""
+        lower = text.lower() if lower is None else lower
+        hits: dict[int, set[int]] | None = None
+        if len(lower) == len(text) and not UNFOLDABLE.search(text):
+            hits = {}
+            if self.automaton.kind == ahocorasick.AHOCORASICK:
+                for end, (length, refs) in self.automaton.iter(lower):
+                    start = end - length + 1
+                    window = bisect.bisect_right(windows, start) - 1
+                    for index, bounded in refs:
+                        if bounded is None or bounded.at(lower, start):
+                            hits.setdefault(index, set()).add(window)
+        found = []
+        for index, regex in enumerate(self.regexes):
+            if hits is None or self.literals[index] is None:  # literals cannot be trusted, or none
+                found.extend((index, m) for m in regex.finditer(text))
+                continue
+            for w in sorted(hits.get(index, ())):
+                start = windows[w] if w >= 0 else 0
+                end = windows[w + 1] if w + 1 < len(windows) else len(text)
+                found.extend((index, m) for m in regex.finditer(text, start, end))
+        return found
+
+
+def token_pattern_regex(pattern: list[dict]) -> str | None:
+    """A regex for a token pattern of plain LOWER words (with IN lists and `?`), else None."""
+    parts = []
+    for token in pattern:
+        if set(token) - _SIMPLE_TOKEN_KEYS or token.get("OP") not in (None, "?"):
+            return None
+        lower = token["LOWER"]
+        words = lower["IN"] if isinstance(lower, dict) and set(lower) == {"IN"} else [lower] if isinstance(lower, str) else None
+        if not words:
+            return None
+        alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+        part = rf"(?:{alternatives})"
+        parts.append(f"(?:\\s+{part})?" if token.get("OP") == "?" and parts else
+                     f"(?:{part}\\s+)?" if token.get("OP") == "?" else (r"\s+" if parts else "") + part)
+    return r"(?<![\w])" + "".join(parts) + r"(?![\w])"
+
+
+class Scanner:
+    """Sections, sentences and target matches of raw note text, from a rule set."""
+
+    def __init__(self, rules: RuleSet, target_patterns: list[str]):
+        """`target_patterns`: one regex per target rule, in the order the target matcher holds them."""
+        self.section_rules = list(rules.section_rules)
+        self.sections = GatedRegexes([rule.regex for rule in self.section_rules], min_literal=1)
+        self.targets = GatedRegexes([re.compile(p, re.IGNORECASE) for p in target_patterns])
+
+    def prepare(self, text: str, keep_all: bool = False) -> Window:
+        """The note's window: every sentence when `keep_all`, else those holding a target match."""
+        lower = text.lower()
+        section_matches = [(self.section_rules[i], m) for i, m in self.sections.matches(text, _line_starts(text), lower)]
+        sections = tuple(sections_from_matches(text, section_matches))
+        starts = sentence_starts(text, [s.start for s in sections])
+        found = [(i, m.start(), m.end()) for i, m in self.targets.matches(text, starts, lower)]
+        if keep_all:
+            kept = list(range(len(starts)))
+        else:
+            hit = set()
+            for _, start, end in found:
+                first = bisect.bisect_right(starts, start) - 1
+                last = bisect.bisect_left(starts, end) - 1
+                hit.update(range(max(first, 0), max(last, first) + 1))
+            kept = sorted(hit)
+        pieces, parts, length, kept_starts = [], [], 0, []
+        for i in kept:
+            start = starts[i]
+            end = starts[i + 1] if i + 1 < len(starts) else len(text)
+            if pieces and pieces[-1][1] == start:
+                pieces[-1] = (pieces[-1][0], end, pieces[-1][2])
+                kept_starts.append(length)
+            else:
+                # a piece starts with the tail of the sentence before it, as a sentence of its own:
+                # rules look behind into it ("(?<=[.;]\s)ED for", "^[ \t]*-" at a line start)
+                lead = max(starts[i - 1] if i else 0, start - CONTEXT_BEFORE)
+                if parts and not parts[-1][-1:].isspace():
+                    parts.append("\n")
+                    length += 1
+                pieces.append((lead, end, length))
+                if lead < start:
+                    kept_starts.append(length)
+                kept_starts.append(length + start - lead)
+                start = lead
+            parts.append(text[start:end])
+            length += end - start
+        note_starts = tuple(p[0] for p in pieces)
+        shift = lambda char: pieces[bisect.bisect_right(note_starts, char) - 1][2] - \
+            pieces[bisect.bisect_right(note_starts, char) - 1][0]
+        matches = tuple((index, start + shift(start), end + shift(start)) for index, start, end in found)
+        return Window(text, sections, tuple(starts), tuple(kept_starts), tuple(pieces), "".join(parts),
+                      matches, note_starts, tuple(p[2] for p in pieces))
+
+
+def _line_starts(text: str) -> list[int]:
+    starts, i = [0], text.find("\n")
+    while i >= 0:
+        starts.append(i + 1)
+        i = text.find("\n", i + 1)
+    return starts
