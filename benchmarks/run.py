@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -325,6 +326,17 @@ def machine_info() -> dict:
             "uncommitted_pipeline_changes": dirty}
 
 
+def product_fingerprint() -> str:
+    """A hash of the product's code and rules as they are on disk (the package is installed editable, so a
+    change made during the run changes what the later contenders run)."""
+    digest = hashlib.sha256()
+    for folder in ("pipeline", "patterns"):
+        for path in sorted((HERE.parent / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(HERE.parent)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _fmt(value, digits=1) -> str:
     if value is None:
         return "-"
@@ -350,11 +362,12 @@ def table(rows: list[dict], floor_rate: float | None) -> str:
 
 
 def rss_table(rss_rows: list[dict]) -> str:
-    lines = ["| lbp-audit run | notes | seconds (end to end) | notes/s | peak RSS MB (largest process) | main MB | "
-             "largest worker MB | tree PSS peak MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| lbp-audit run | notes | seconds (end to end) | CPU s | notes/s | peak RSS MB (largest process) "
+             "| main MB | largest worker MB | tree PSS peak MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rss_rows:
         err = f" — ERROR: {r['error'].splitlines()[-1][:80]}" if r.get("error") else ""
         lines.append(f"| --jobs {r['jobs']}{err} | {r['notes']:,} | {_fmt(r.get('wall_seconds'), 1)} | "
+                     f"{_fmt(r.get('cpu_seconds_all'), 1)} | "
                      f"{_fmt(r.get('notes_per_s'))} | {_fmt(r.get('peak_rss_mb'), 0)} | "
                      f"{_fmt(r.get('main_hwm_mb'), 0)} | "
                      f"{_fmt(r.get('largest_child_hwm_mb'), 0)} | {_fmt(r.get('tree_pss_peak_mb'), 0)} |")
@@ -391,6 +404,10 @@ def markdown(results: dict) -> str:
         f"{a['notes_with_orders']:,} notes."
         + (f" lbp-audit `--chunk-size {results['chunk_size']}` (auto: at least 8 chunks per worker at this size)."
            if results.get("chunk_size") else ""), "",
+        *(["**The product's code or rules changed on disk during this run (fingerprint "
+            f"{results['product_fingerprint_at_start']} → {results['product_fingerprint_at_end']}): the lbp-audit rows "
+            "may not measure one version. Rerun on a quiet tree.**", ""]
+          if results["product_fingerprint_at_start"] != results["product_fingerprint_at_end"] else []),
         "## Throughput (same notes for every contender)", "",
         table(results["rows"], floor and floor.get("notes_per_s")), "",
         *[f"- {r['contender']}: {r['description']}." for r in results["rows"] if r.get("description")],
@@ -444,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
                                                        "notes" if args.rss_notes else ""))
     results = {"label": label, "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                "command": shlex.join(["python3", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
-               "machine": machine_info(), "targets_required": TARGETS}
+               "machine": machine_info(), "targets_required": TARGETS,
+               "product_fingerprint_at_start": product_fingerprint()}
 
     archive = generate.write_archive(work / f"archive-{args.notes}-seed{args.seed}", args.notes, args.seed)
     say(f"archive: {generate.describe(archive)}")
@@ -493,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = target_checks({r["id"]: r for r in rows}, rss_rows)
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["product_fingerprint_at_end"] = product_fingerprint()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
