@@ -68,6 +68,10 @@ def table_schemas(snippets: bool = True) -> dict:
     }
 
 
+class RunError(RuntimeError):
+    """The run stopped (a worker process died, ...); the chunks completed so far are kept for --resume."""
+
+
 # ---------------------------------------------------------------- validation and chunks
 
 
@@ -562,7 +566,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         state["worker_rss"] = max(state["worker_rss"], _peak_rss_mb())
     notes_read = validator.rows
     if counts["notes"] + counts["errors"] != notes_read:
-        raise RuntimeError(f"{notes_read} notes read but {counts['notes'] + counts['errors']} accounted for")
+        raise RunError(f"{notes_read} notes read but {counts['notes'] + counts['errors']} accounted for")
 
     n_chunks = state["chunks"]
     tables = {name: (lambda name=name: read_parts((parts.part(name, i) for i in range(n_chunks)), schemas[name]))
@@ -639,8 +643,8 @@ def _settle_next(window: deque, settle) -> None:
         try:
             entry = entry.result()
         except BrokenProcessPool:
-            raise RuntimeError("a worker process stopped unexpectedly (out of memory?); the chunks completed "
-                               "so far are kept: run again with --resume") from None
+            raise RunError("a worker process stopped unexpectedly (out of memory?); the chunks completed "
+                           "so far are kept: run again with --resume") from None
     settle(entry, skipped)
 
 
@@ -732,7 +736,7 @@ def _part_rows(path: Path) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=1024, use_threads=False):
+    for batch in parquet.iter_batches(batch_size=256, use_threads=False):
         yield from batch.to_pylist()
     parquet.close()
 

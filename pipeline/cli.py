@@ -17,7 +17,7 @@ def _extractor(args):
 
 
 def cmd_run(args) -> int:
-    from .batch import run
+    from .batch import RunError, run
     from .progress import progress_wanted
 
     columns = {k: v for k, v in (("note_id", args.id_column), ("text", args.text_column)) if v}
@@ -29,6 +29,9 @@ def cmd_run(args) -> int:
                        keep_parts=args.keep_parts, table=args.table, query=args.query,
                        orders_table=args.orders_table, orders_query=args.orders_query, omop=args.omop,
                        to_sql=args.to_sql, engine=args.engine)
+    except RunError as err:
+        print(f"lbp-audit: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"lbp-audit: interrupted; the chunks completed so far are kept in {Path(args.out) / '_parts'}: "
               f"run the same command with --resume to continue", file=sys.stderr)
