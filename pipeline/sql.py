@@ -5,7 +5,8 @@ A database is a SQLAlchemy URL (`postgresql://…`, `sqlite:///…`, `duckdb:///
 DuckDB's `fetchmany`), never the whole table at once, and come out with our column names:
 notes `note_id, text, patient_id, note_date, encounter_id`; orders `order_id, description, cpt,
 note_id, encounter_id, patient_id, order_date, priority, provider, site`. Ids come out as strings,
-dates as ISO strings. A table is read in order of its id column; a query in its own order.
+dates as ISO strings. A table is read in order of its id column (a DuckDB table in its stored order,
+which DuckDB keeps, since sorting there would hold the table in memory); a query in its own order.
 
 `omop=True` reads the OMOP CDM v5.4 `NOTE` and `PROCEDURE_OCCURRENCE` tables (their column names;
 `note` / `procedure_occurrence` unless a table or query is given). An order's CPT code is the
@@ -308,7 +309,8 @@ def _plan(db: "_Database", table, query, omop, kind, columns) -> _Plan:
     select = ", ".join(f"{expression} AS {q(name)}" for name, expression in selected.items())
     sql = f"SELECT {select} FROM {source_sql} AS t{''.join(joins)}"
     id_column = "note_id" if kind == "notes" else "order_id"
-    order_by = f" ORDER BY t.{q(chosen[id_column])}" if query is None and id_column in chosen else ""
+    ordered = query is None and id_column in chosen and db.sorts_tables
+    order_by = f" ORDER BY t.{q(chosen[id_column])}" if ordered else ""
     names = list(selected)
     return _Plan(sql, order_by, names, kind, omop, "query" if query is not None else "table", table_name)
 
@@ -346,6 +348,8 @@ class _Database:
 
 
 class _DuckDB(_Database):
+    sorts_tables = False  # a scan keeps insertion order; sorting would hold the whole table in memory
+
     def __init__(self, spec, write: bool):
         super().__init__(spec)
         import duckdb
@@ -447,6 +451,8 @@ class _DuckDB(_Database):
 
 
 class _Alchemy(_Database):
+    sorts_tables = True  # a plain scan's order is not guaranteed; with an index on the id it streams
+
     def __init__(self, spec, write: bool):
         super().__init__(spec)
         import sqlalchemy
