@@ -18,8 +18,10 @@ with warnings.catch_warnings():
     import sre_parse
 
 MIN_LITERAL = 2      # a one-letter literal ("l", "t") occurs everywhere and would not filter anything
-MAX_LITERALS = 64    # beyond this many alternatives the scan costs more than it saves
+MAX_LITERALS = 160   # a rule needing more alternatives than this is run everywhere
 MAX_CLASS = 8        # a character class of up to this many letters is expanded ("[-/]" → "-", "/")
+MAX_SPELLED = 16     # a run of fixed parts spells at most this many strings ("no (prior|previous) (back|spine)")
+SELECTIVE = 5        # literals this long are rare enough: beyond it, fewer literals is better than longer ones
 
 # Characters that case-insensitive matching folds onto ASCII letters though `str.lower` does not
 # (Kelvin sign, long s, dotted and dotless i): a note containing one is scanned without literals.
@@ -79,12 +81,13 @@ def _size(marked: str) -> int:
 
 
 def _better(a: set | None, b: set | None) -> set | None:
-    """The more selective of two requirements: longer shortest literal, then fewer literals."""
+    """The more selective of two requirements: a longer shortest literal (up to SELECTIVE characters),
+    then fewer literals, then longer ones."""
     if a is None:
         return b
     if b is None:
         return a
-    return max(a, b, key=lambda s: (min(map(_size, s)), -len(s)))
+    return max(a, b, key=lambda s: (min(min(map(_size, s)), SELECTIVE), -len(s), min(map(_size, s))))
 
 
 def _sequence(items: list) -> set | None:
@@ -99,9 +102,11 @@ def _sequence(items: list) -> set | None:
         if fixed is not None:
             if run is None and left:
                 fixed = {_LEFT + s for s in fixed}
-            run = fixed if run is None else _product(run, fixed)
-            if run is None:  # too many combinations: keep what we have and start again
-                run = fixed
+            combined = fixed if run is None else _product(run, fixed)
+            if combined is None:  # too many combinations: keep what we have and start again
+                best = _better(best, run)
+                combined = fixed
+            run = combined
             left = False
             continue
         boundary = _boundary(op, av)
@@ -135,7 +140,7 @@ def _is_word_class(op, av) -> bool:
 
 
 def _product(left: set[str], right: set[str]) -> set[str] | None:
-    if len(left) * len(right) > MAX_LITERALS:
+    if len(left) * len(right) > MAX_SPELLED:
         return None
     return {a + b for a in left for b in right}
 
