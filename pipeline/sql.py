@@ -547,7 +547,7 @@ class _Alchemy(_Database):
     def write_frame(self, table: str, frame: pd.DataFrame, replace: bool) -> None:
         with self._guard():
             frame.to_sql(table, self.con, if_exists="replace" if replace else "append", index=False,
-                         method=self._copy if self.postgres else "multi", chunksize=self._chunk(frame))
+                         method=self._insert_method(), chunksize=self._chunk(frame))
 
     def append_frame(self, qualified: str, frame: pd.DataFrame) -> None:
         columns = ", ".join(self.quote(str(c)) for c in frame.columns)
@@ -567,9 +567,16 @@ class _Alchemy(_Database):
         """SQL to send without parameters: `%` doubled where the driver's placeholders use it."""
         return sql.replace("%", "%%") if self.engine.dialect.paramstyle in ("format", "pyformat") else sql
 
+    def _insert_method(self):
+        """COPY on PostgreSQL, executemany on SQLite (faster there than multi-row INSERTs), else multi-row INSERTs."""
+        if self.postgres:
+            return self._copy
+        return None if self.engine.dialect.name == "sqlite" else "multi"
+
     def _chunk(self, frame: pd.DataFrame) -> int:
-        limit = 900 if self.engine.dialect.name == "sqlite" else 30_000
-        return max(1, limit // max(1, len(frame.columns)))
+        if self.engine.dialect.name == "sqlite":
+            return 10_000
+        return max(1, 30_000 // max(1, len(frame.columns)))
 
     def _copy(self, pd_table, conn, keys, data_iter) -> None:
         """pandas `to_sql` method for PostgreSQL (psycopg 3): COPY instead of INSERTs."""
