@@ -478,7 +478,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     state = {"pipeline": None, "chunks": 0, "resumed": 0, "worker_rss": 0.0, "worker_seconds": 0.0}
 
     def settle(done: dict, skipped: bool) -> None:
-        counts.update({k: v for k, v in done["counts"].items()})
+        counts.update(done["counts"])
         editions_used.update(done["editions"])
         state["pipeline"] = state["pipeline"] or done.get("pipeline")
         state["chunks"] += 1
@@ -519,15 +519,9 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     # all chunks known when the look-ahead ran out: no more processes than chunks to do, none for one chunk
     workers = jobs if len(head) > jobs else max(1, min(jobs, len(pending)))
     in_process = workers == 1
-    local_extractor = None
     pool = None
     try:
-        if in_process:
-            if pending:
-                local_extractor = extractor or cached_extractor(rules_dir, rules.digest)
-                if local_extractor.rules.digest != rules.digest:
-                    raise UsageError("the extractor's rules are not the run's rules")
-        else:
+        if not in_process:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
@@ -541,7 +535,11 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
                 window.append((done, True))
             elif in_process:
                 t0 = time.perf_counter()
-                output = process_chunk(chunk, settings, local_extractor, on_note=bar.advance)
+                if extractor is None:
+                    from .extract import Extractor
+
+                    extractor = Extractor(rules=rules)  # built only when a chunk needs it
+                output = process_chunk(chunk, settings, extractor, on_note=bar.advance)
                 window.append((parts.write(output, part_schemas, time.perf_counter() - t0), False))
             else:
                 window.append((pool.submit(_work, chunk), False))
@@ -560,10 +558,6 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         bar.close()
     timings["extract"] = time.perf_counter() - clock
     timings["read"] = read_clock[0]
-    if local_extractor is not None:
-        meta = getattr(getattr(local_extractor, "nlp", None), "meta", None) or {}
-        state["pipeline"] = state["pipeline"] or meta.get("lbp_pipeline")
-        state["worker_rss"] = max(state["worker_rss"], _peak_rss_mb())
     notes_read = validator.rows
     if counts["notes"] + counts["errors"] != notes_read:
         raise RunError(f"{notes_read} notes read but {counts['notes'] + counts['errors']} accounted for")
