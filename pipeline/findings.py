@@ -5,7 +5,7 @@ Everything downstream (summary, tables, evaluation, explain) consumes `Finding` 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 from spacy.tokens import Doc, Span
 
@@ -29,7 +29,7 @@ class Finding:
     cue_rule_id: str | None = None
 
     def as_row(self) -> dict:
-        return asdict(self)
+        return dict(self.__dict__)  # the fields are plain values: no need for asdict's deep copy
 
 
 FINDING_FIELDS = tuple(f.name for f in fields(Finding))

@@ -185,9 +185,7 @@ def _entities_at_once(component) -> None:
 
     class OnceTargetMatcher(TargetMatcher):
         def __call__(self, doc: Doc) -> Doc:
-            if doc.ents:  # entities from elsewhere: medspaCy's way skips the ones that clash
-                return super().__call__(doc)
-            doc.ents = self._spans(doc)
+            doc.ents = self._spans(doc)  # docs reach this pipeline without entities (make_doc)
             return doc
 
         def _spans(self, doc: Doc):

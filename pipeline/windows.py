@@ -64,20 +64,30 @@ class Window:
 
 class GatedRegexes:
     """Regexes that run only inside the windows (sentences, lines) where one of their required
-    literals occurs; one Aho-Corasick automaton finds every literal of every regex in one pass."""
+    literals occurs. One Aho-Corasick automaton finds every literal of every regex in one pass over
+    the note with its non-word characters blanked, so a literal that needs a word boundary is looked
+    for with a blank on that side ("ca" after a boundary → " ca") and rarely hits inside words."""
 
     def __init__(self, regexes: list[re.Pattern], min_literal: int = 2):
         self.regexes = [with_first_characters(r) for r in regexes]
         self.literals = [required_literals(r.pattern, min_literal) for r in regexes]
-        self.automaton = ahocorasick.Automaton()
-        owners: dict[str, list] = {}
+        # literals with a letter or digit are looked for in the blanked note; "(-)", ":" as they are
+        self.automaton, self.punctuation = ahocorasick.Automaton(), ahocorasick.Automaton()
+        owners: dict[tuple[bool, str], list[int]] = {}
         for index, literals in enumerate(self.literals):
             for literal in literals or ():
-                owners.setdefault(literal.text, []).append((index, literal if literal.left or literal.right else None))
-        for text, refs in owners.items():
-            self.automaton.add_word(text, (len(text), tuple(refs)))
-        if owners:
-            self.automaton.make_automaton()
+                if _WORD_CHAR.search(literal.text):
+                    word = (" " if literal.left else "") + _blank(literal.text) + (" " if literal.right else "")
+                    owners.setdefault((True, word), []).append(index)
+                else:
+                    owners.setdefault((False, literal.text), []).append(index)
+        for (blanked, word), indices in owners.items():
+            automaton = self.automaton if blanked else self.punctuation
+            automaton.add_word(word, (len(word), blanked and word.startswith(" "),
+                                      tuple(dict.fromkeys(indices))))
+        for automaton in (self.automaton, self.punctuation):
+            if len(automaton):
+                automaton.make_automaton()
 
     def matches(self, text: str, windows: list[int], lower: str | None = None) -> list[tuple[int, re.Match]]:
         """(regex index, match) in regex order, then text order. `windows` are the starts of the
@@ -86,13 +96,17 @@ class GatedRegexes:
         hits: dict[int, set[int]] | None = None
         if len(lower) == len(text) and not UNFOLDABLE.search(text):
             hits = {}
-            if self.automaton.kind == ahocorasick.AHOCORASICK:
-                for end, (length, refs) in self.automaton.iter(lower):
-                    start = end - length + 1
-                    window = bisect.bisect_right(windows, start) - 1
-                    for index, bounded in refs:
-                        if bounded is None or bounded.at(lower, start):
-                            hits.setdefault(index, set()).add(window)
+            for automaton, haystack in ((self.automaton, " " + _blank(lower) + " "),  # boundaries at both ends
+                                        (self.punctuation, " " + lower)):
+                if automaton.kind != ahocorasick.AHOCORASICK:
+                    continue
+                for end, (length, blank_first, indices) in automaton.iter(haystack):
+                    start = end - length  # in `text` (the haystack has one more character in front)
+                    found_in = {bisect.bisect_right(windows, max(start, 0)) - 1}
+                    if blank_first:  # the literal may start after the blank
+                        found_in.add(bisect.bisect_right(windows, start + 1) - 1)
+                    for index in indices:
+                        hits.setdefault(index, set()).update(found_in)
         found = []
         for index, regex in enumerate(self.regexes):
             if hits is None or self.literals[index] is None:  # literals cannot be trusted, or none
@@ -103,6 +117,15 @@ class GatedRegexes:
                 end = windows[w + 1] if w + 1 < len(windows) else len(text)
                 found.extend((index, m) for m in regex.finditer(text, start, end))
         return found
+
+
+_NON_WORD = re.compile(r"\W")
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _blank(text: str) -> str:
+    """Every non-word character as a blank (same length)."""
+    return _NON_WORD.sub(" ", text)
 
 
 def token_pattern_regex(pattern: list[dict]) -> str | None:
