@@ -794,8 +794,16 @@ def _publish_extras(out_dir: Path, fmt: str, tables: dict, paths: dict, schemas:
                 first_id += len(frame)
                 yield pa.Table.from_pandas(frame, preserve_index=False)
 
-        pieces = note_nlp()
-        first = next(pieces, None)
-        if first is not None:
-            paths["note_nlp"] = str(_publish(out_dir, "note_nlp", fmt, first.schema, _chain([first], pieces)))
+        # the schema comes from the first piece with rows (a column all null there is text), so that an
+        # empty first chunk does not make every column null
+        pieces, head = note_nlp(), []
+        for piece in pieces:
+            head.append(piece)
+            if piece.num_rows:
+                break
+        if head:
+            schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
+                                for f in head[-1].schema])
+            kept = (piece for piece in _chain(head, pieces) if piece.num_rows)
+            paths["note_nlp"] = str(_publish(out_dir, "note_nlp", fmt, schema, kept))
     return {}

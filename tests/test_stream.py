@@ -401,3 +401,15 @@ def test_stream_progress_only_on_a_terminal_outside_ci(monkeypatch):
     assert not progress_wanted(io.StringIO())
     monkeypatch.setenv("CI", "true")
     assert not progress_wanted(_Terminal())
+
+
+def test_stream_omop_writes_note_nlp_from_every_chunk(tmp_path, extractor):
+    pytest.importorskip("pipeline.omop")
+    notes = tmp_path / "notes.csv"
+    pd.DataFrame([{"note_id": "1", "text": "Seen for a flu shot."}, {"note_id": "2", "text": "x"},
+                  {"note_id": "3", "text": "LBP with R foot drop, denies saddle anesthesia."}]).to_csv(notes, index=False)
+    run(notes, tmp_path / "out", extractor=extractor, chunk_size=1, omop=True)
+    findings = pd.read_parquet(tmp_path / "out" / "findings.parquet")
+    note_nlp = pd.read_parquet(tmp_path / "out" / "note_nlp.parquet")
+    assert len(findings) >= 2 and len(note_nlp) == len(findings)
+    assert note_nlp.note_nlp_id.tolist() == list(range(1, len(findings) + 1))
