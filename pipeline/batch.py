@@ -104,17 +104,6 @@ class NoteValidator:
         return {**record, "note_id": note_id}, None
 
 
-def validate_notes(records: Iterable[dict], errors: list[dict]) -> Iterator[dict]:
-    """Pass on well-formed notes; record every other one in `errors` with a reason."""
-    validator = NoteValidator()
-    for record in records:
-        note, error = validator.check(record)
-        if error is not None:
-            errors.append(error)
-        else:
-            yield note
-
-
 @dataclass
 class Chunk:
     """`rows` consecutive input records from row `first_row` (0-based): the valid notes (with their

@@ -67,12 +67,12 @@ def _missing(value) -> bool:
 
 
 def _as_text(value) -> str | None:
-    if _missing(value) or isinstance(value, str):
-        return value if isinstance(value, str) else None
-    if isinstance(value, (dt.datetime, dt.date)):
+    if isinstance(value, str) or value is None:
+        return value
+    if _missing(value) or value is pd.NaT:
+        return None
+    if isinstance(value, (dt.datetime, dt.date)):  # pandas Timestamps too
         return value.isoformat()
-    if isinstance(value, pd.Timestamp):
-        return None if pd.isna(value) else value.isoformat()
     return str(value)
 
 
@@ -91,12 +91,11 @@ def write_part(table, path: Path) -> Path:
 
 
 def read_parts(paths: Iterable[Path], schema=None) -> Iterator:
-    """The Arrow tables of Parquet parts, in order (cast to `schema` when given)."""
+    """The Arrow tables of Parquet parts, in order (read as `schema` when given)."""
     import pyarrow.parquet as pq
 
     for path in paths:
-        table = pq.read_table(path, schema=schema) if schema is not None else pq.read_table(path)
-        yield table
+        yield pq.read_table(path, schema=schema)
 
 
 class TableWriter:
@@ -133,17 +132,6 @@ class TableWriter:
     def abort(self) -> None:
         self._file.close()
         self.tmp.unlink(missing_ok=True)
-
-
-def write_table(frame: pd.DataFrame, out_dir: Path, name: str, fmt: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        path = out_dir / f"{name}.csv"
-        frame.to_csv(path, index=False)
-    else:
-        path = out_dir / f"{name}.parquet"
-        frame.to_parquet(path, index=False)
-    return path
 
 
 def write_json(data: dict, path: Path) -> Path:
