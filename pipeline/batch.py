@@ -514,6 +514,9 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
+            if start_method == "fork":  # build once here: forked workers find it in the cache
+                cached_extractor(rules_dir, rules.digest)
+
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method),
                                        initializer=_init_worker,
                                        initargs=(settings, str(out_dir), (snippets, audit_on)))
