@@ -110,7 +110,8 @@ def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
     window = doc.user_data.get("lbp_window")
     sections = window.sections if window else doc._.lbp_sections
     text = window.text if window else doc.text
-    for ent in doc.ents:
+    # the target matcher's own spans: `doc.ents` would rebuild them from every token (see nlp.entities)
+    for ent in doc.user_data["lbp_ents"] if "lbp_ents" in doc.user_data else doc.ents:
         meta = ent._.target_rule.metadata
         polarity = meta.get("polarity", "positive")
         if polarity == "mask":

@@ -68,6 +68,7 @@ class WindowMarker:
             doc.user_data["lbp_window"] = window
         doc._.lbp_sections = window.sections
         starts = set_sentence_starts(doc, window.kept_starts)
+        doc.user_data["lbp_sentence_tokens"] = starts
         # `span.sent` would scan every token of the doc on each call (ConText asks once per modifier)
         doc.user_span_hooks["sent"] = _sentence_lookup(doc, starts)
         return doc
@@ -132,16 +133,13 @@ def _faster_regex_matching(component) -> None:
             text = doc.text_with_ws
             window = doc.user_data.get("lbp_window")
             sentences = list(window.kept_starts) if window is not None and window.reduced == text else [0]
-            starts = [token.idx for token in doc]
+            edges = _TokenEdges(doc)
             matches = []
             for index, found in gated.matches(text, sentences):
                 match_id = keys[index]
-                span = doc.char_span(found.start(), found.end())
-                if span is None:  # widen to token edges, as medspaCy does
-                    first = max(0, bisect.bisect_right(starts, found.start()) - 1)
-                    span = doc[first:bisect.bisect_left(starts, found.end())]
-                if len(span):
-                    matches.append((match_id, span.start, span.end))
+                first, last = edges.span(found.start(), found.end())
+                if first < last:
+                    matches.append((match_id, first, last))
                 on_match = self._callbacks[match_id]
                 if on_match is not None:
                     on_match(self, doc, len(matches) - 1, matches)
@@ -161,15 +159,12 @@ def _window_matching(component) -> None:
             if window is None or window.reduced != doc.text:
                 raise ValueError("the target matcher needs the doc's lbp_window (run lbp_windows first)")
             keys = list(self._patterns)
-            starts = [token.idx for token in doc]
+            edges = _TokenEdges(doc)
             matches = []
             for index, start, end in window.matches:
-                span = doc.char_span(start, end)
-                if span is None:  # widen to token edges, as medspaCy does
-                    first = max(0, bisect.bisect_right(starts, start) - 1)
-                    span = doc[first:bisect.bisect_left(starts, end)]
-                if len(span):
-                    matches.append((keys[index], span.start, span.end))
+                first, last = edges.span(start, end)
+                if first < last:
+                    matches.append((keys[index], first, last))
             return matches
 
     matcher = _medspacy_matcher(component)
@@ -185,7 +180,9 @@ def _entities_at_once(component) -> None:
 
     class OnceTargetMatcher(TargetMatcher):
         def __call__(self, doc: Doc) -> Doc:
-            doc.ents = self._spans(doc)  # docs reach this pipeline without entities (make_doc)
+            spans = self._spans(doc)
+            doc.ents = spans  # docs reach this pipeline without entities (make_doc)
+            doc.user_data["lbp_ents"] = spans  # `doc.ents` rebuilds its spans from every token
             return doc
 
         def _spans(self, doc: Doc):
@@ -248,10 +245,10 @@ def _context_by_sentence(component) -> None:
         def __call__(self, doc: Doc, targets: str | None = None) -> Doc:
             if targets or self.input_span_type != "ents":
                 return super().__call__(doc, targets)
-            sentence_starts = [sent.start for sent in doc.sents] if len(doc) else [0]
+            sentence_starts = doc.user_data.get("lbp_sentence_tokens") or [0]
             graph = SentenceGraph(lambda token: bisect.bisect_right(sentence_starts, token) - 1,
                                   prune_on_modifier_overlap=self.prune_on_target_overlap)
-            graph.targets = doc.ents
+            graph.targets = entities(doc)
             matcher = self._ConText__matcher
             graph.modifiers = [ConTextModifier(matcher.rule_map[self.nlp.vocab[match_id].text], start, end, doc,
                                                max_scope=self.max_scope)
@@ -268,11 +265,28 @@ def _context_by_sentence(component) -> None:
     component.__class__ = SentenceConText
 
 
+def entities(doc: Doc):
+    """The doc's entities: the target matcher's own spans when it left them, else `doc.ents`."""
+    spans = doc.user_data.get("lbp_ents")
+    return spans if spans is not None else doc.ents
+
+
 def _overlaps_any(span: tuple[int, int], sorted_spans: list[tuple[int, int]]) -> bool:
     """Does (start, end) share a token with any of the spans (sorted, not overlapping each other)?
     Of those starting before `end`, the last one reaches furthest."""
     i = bisect.bisect_left(sorted_spans, (span[1],))
     return i > 0 and sorted_spans[i - 1][1] > span[0]
+
+
+class _TokenEdges:
+    """Character offsets → token indices for one doc, widening to token edges as medspaCy does."""
+
+    def __init__(self, doc: Doc):
+        self.starts = [token.idx for token in doc]
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        first = max(0, bisect.bisect_right(self.starts, start) - 1)
+        return first, bisect.bisect_left(self.starts, end)
 
 
 def _medspacy_matcher(component):

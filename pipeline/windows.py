@@ -12,6 +12,7 @@ import bisect
 import re
 
 import ahocorasick
+import numpy
 from dataclasses import dataclass
 
 from .literals import UNFOLDABLE, required_literals, with_first_characters
@@ -77,36 +78,29 @@ class GatedRegexes:
         for index, literals in enumerate(self.literals):
             for literal in literals or ():
                 if _WORD_CHAR.search(literal.text):
-                    word = (" " if literal.left else "") + _blank(literal.text) + (" " if literal.right else "")
+                    word = (" " if literal.left else "") + blank(literal.text) + (" " if literal.right else "")
                     owners.setdefault((True, word), []).append(index)
                 else:
                     owners.setdefault((False, literal.text), []).append(index)
+        self._entries = []  # (length, blank first, regex indices) per automaton word
         for (blanked, word), indices in owners.items():
             automaton = self.automaton if blanked else self.punctuation
-            automaton.add_word(word, (len(word), blanked and word.startswith(" "),
-                                      tuple(dict.fromkeys(indices))))
+            automaton.add_word(word, len(self._entries))
+            self._entries.append((len(word), blanked and word.startswith(" "), tuple(dict.fromkeys(indices))))
+        self._lengths = numpy.array([e[0] for e in self._entries] or [0], dtype="int64")
+        self._blank_first = numpy.array([e[1] for e in self._entries] or [False])
         for automaton in (self.automaton, self.punctuation):
             if len(automaton):
                 automaton.make_automaton()
 
-    def matches(self, text: str, windows: list[int], lower: str | None = None) -> list[tuple[int, re.Match]]:
+    def matches(self, text: str, windows: list[int], lower: str | None = None,
+                blanked: str | None = None) -> list[tuple[int, re.Match]]:
         """(regex index, match) in regex order, then text order. `windows` are the starts of the
-        windows; `lower` is `text.lower()` when the caller has it."""
+        windows; `lower` and `blanked` (`text.lower()` and `blank(lower)`) when the caller has them."""
         lower = text.lower() if lower is None else lower
         hits: dict[int, set[int]] | None = None
         if len(lower) == len(text) and not UNFOLDABLE.search(text):
-            hits = {}
-            for automaton, haystack in ((self.automaton, " " + _blank(lower) + " "),  # boundaries at both ends
-                                        (self.punctuation, " " + lower)):
-                if automaton.kind != ahocorasick.AHOCORASICK:
-                    continue
-                for end, (length, blank_first, indices) in automaton.iter(haystack):
-                    start = end - length  # in `text` (the haystack has one more character in front)
-                    found_in = {bisect.bisect_right(windows, max(start, 0)) - 1}
-                    if blank_first:  # the literal may start after the blank
-                        found_in.add(bisect.bisect_right(windows, start + 1) - 1)
-                    for index in indices:
-                        hits.setdefault(index, set()).update(found_in)
+            hits = self._hits(lower, blank(lower) if blanked is None else blanked, windows)
         found = []
         for index, regex in enumerate(self.regexes):
             if hits is None or self.literals[index] is None:  # literals cannot be trusted, or none
@@ -118,14 +112,37 @@ class GatedRegexes:
                 found.extend((index, m) for m in regex.finditer(text, start, end))
         return found
 
+    def _hits(self, lower: str, blanked: str, windows: list[int]) -> dict[int, set[int]]:
+        """The windows holding a literal of each regex."""
+        found = []
+        for automaton, haystack in ((self.automaton, " " + blanked + " "), (self.punctuation, " " + lower)):
+            if automaton.kind == ahocorasick.AHOCORASICK:
+                found.extend(automaton.iter(haystack))  # boundaries at both ends of the note too
+        hits: dict[int, set[int]] = {}
+        if not found:
+            return hits
+        ends, entries = numpy.array(found, dtype="int64").T
+        starts = ends - self._lengths[entries]  # in `text`: the haystacks have one more character in front
+        bounds = numpy.asarray(windows, dtype="int64")
+        in_window = numpy.searchsorted(bounds, numpy.maximum(starts, 0), side="right") - 1
+        after_blank = numpy.searchsorted(bounds, starts + 1, side="right") - 1  # the literal may start after it
+        pairs = numpy.unique(numpy.concatenate([
+            numpy.stack([entries, in_window], axis=1),
+            numpy.stack([entries, after_blank], axis=1)[self._blank_first[entries]]]), axis=0)
+        for entry, window in pairs.tolist():
+            for index in self._entries[entry][2]:
+                hits.setdefault(index, set()).add(window)
+        return hits
+
 
 _NON_WORD = re.compile(r"\W")
 _WORD_CHAR = re.compile(r"\w")
+_ASCII_BLANKS = str.maketrans({c: " " for c in map(chr, range(128)) if not _WORD_CHAR.match(c)})
 
 
-def _blank(text: str) -> str:
+def blank(text: str) -> str:
     """Every non-word character as a blank (same length)."""
-    return _NON_WORD.sub(" ", text)
+    return text.translate(_ASCII_BLANKS) if text.isascii() else _NON_WORD.sub(" ", text)
 
 
 def token_pattern_regex(pattern: list[dict]) -> str | None:
@@ -157,10 +174,12 @@ class Scanner:
     def prepare(self, text: str, keep_all: bool = False) -> Window:
         """The note's window: every sentence when `keep_all`, else those holding a target match."""
         lower = text.lower()
-        section_matches = [(self.section_rules[i], m) for i, m in self.sections.matches(text, _line_starts(text), lower)]
+        blanked = blank(lower)
+        section_matches = [(self.section_rules[i], m)
+                           for i, m in self.sections.matches(text, _line_starts(text), lower, blanked)]
         sections = tuple(sections_from_matches(text, section_matches))
         starts = sentence_starts(text, [s.start for s in sections])
-        found = [(i, m.start(), m.end()) for i, m in self.targets.matches(text, starts, lower)]
+        found = [(i, m.start(), m.end()) for i, m in self.targets.matches(text, starts, lower, blanked)]
         if keep_all:
             kept = list(range(len(starts)))
         else:
