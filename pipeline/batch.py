@@ -75,9 +75,34 @@ class RunError(RuntimeError):
 # ---------------------------------------------------------------- validation and chunks
 
 
+def note_key(note_id) -> str | None:
+    """A record's note id as the text it is known by; None when missing or blank."""
+    return None if note_id is None or str(note_id).strip() == "" else str(note_id)
+
+
+def check_note(record: dict, row: int, repeated: Callable[[str], bool]) -> tuple[dict | None, dict | None]:
+    """The validation of one record, the `row`-th of the input (1-based), whose id was seen before when
+    `repeated(note_id)` (asked only of a record with an id and no reader's error): a reader's error, missing id,
+    duplicate id, missing / non-string / empty text. Returns (note, None) or (None, error row)."""
+    note_id = note_key(record.get("note_id"))
+    if record.get(READ_ERROR):
+        return None, {"note_id": note_id or f"row:{row}", "reason": record[READ_ERROR]}
+    if note_id is None:
+        return None, {"note_id": f"row:{row}", "reason": "missing note_id"}
+    if repeated(note_id):
+        return None, {"note_id": note_id, "reason": "duplicate note_id (first occurrence kept)"}
+    text = record.get("text")
+    if not isinstance(text, str):
+        reason = "missing text" if text is None else f"text is not a string ({type(text).__name__})"
+        return None, {"note_id": note_id, "reason": reason}
+    if not text.strip():
+        return None, {"note_id": note_id, "reason": "empty text"}
+    return {**record, "note_id": note_id}, None
+
+
 class NoteValidator:
-    """Checks records one by one: missing id, duplicate id (by an 8-byte hash of each id seen, not the id),
-    a reader's error, missing / non-string / empty text. `check` returns (note, None) or (None, error row)."""
+    """Checks records one by one with `check_note`, remembering an 8-byte hash of each id seen (not the id).
+    `check` returns (note, None) or (None, error row)."""
 
     def __init__(self):
         self._seen: set[int] = set()
@@ -85,23 +110,14 @@ class NoteValidator:
 
     def check(self, record: dict) -> tuple[dict | None, dict | None]:
         self.rows += 1
-        note_id = record.get("note_id")
-        note_id = None if note_id is None or str(note_id).strip() == "" else str(note_id)
-        if record.get(READ_ERROR):
-            return None, {"note_id": note_id or f"row:{self.rows}", "reason": record[READ_ERROR]}
-        if note_id is None:
-            return None, {"note_id": f"row:{self.rows}", "reason": "missing note_id"}
+        return check_note(record, self.rows, self._repeated)
+
+    def _repeated(self, note_id: str) -> bool:
         key = int.from_bytes(hashlib.blake2b(note_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
         if key in self._seen:
-            return None, {"note_id": note_id, "reason": "duplicate note_id (first occurrence kept)"}
+            return True
         self._seen.add(key)
-        text = record.get("text")
-        if not isinstance(text, str):
-            reason = "missing text" if text is None else f"text is not a string ({type(text).__name__})"
-            return None, {"note_id": note_id, "reason": reason}
-        if not text.strip():
-            return None, {"note_id": note_id, "reason": "empty text"}
-        return {**record, "note_id": note_id}, None
+        return False
 
 
 @dataclass
@@ -115,18 +131,21 @@ class Chunk:
     notes: list[dict] = field(default_factory=list)
     errors: list[tuple[int, dict]] = field(default_factory=list)
 
+    def add(self, position: int, note: dict | None, error: dict | None) -> None:
+        """One checked input record at `position`: a note (its NOTE_COLUMNS and seq) or an error row."""
+        if error is not None:
+            self.errors.append((position, error))
+        else:
+            self.notes.append({**{k: note.get(k) for k in NOTE_COLUMNS}, "seq": position})
+        self.rows += 1
+
 
 def chunks_of(records: Iterable[dict], chunk_size: int, validator: NoteValidator | None = None) -> Iterator[Chunk]:
     """Validated records grouped every `chunk_size` input records into chunks numbered 0, 1, 2, …"""
     validator = validator or NoteValidator()
     chunk = Chunk(0, 0)
     for position, record in enumerate(records):
-        note, error = validator.check(record)
-        if error is not None:
-            chunk.errors.append((position, error))
-        else:
-            chunk.notes.append({**{k: note.get(k) for k in NOTE_COLUMNS}, "seq": position})
-        chunk.rows += 1
+        chunk.add(position, *validator.check(record))
         if chunk.rows == chunk_size:
             yield chunk
             chunk = Chunk(chunk.index + 1, position + 1)
@@ -286,13 +305,18 @@ class Parts:
             tables["missed"] = output.missed
         for name, rows in tables.items():
             write_part(to_arrow(rows, schemas[name]), self.part(name, output.index))
-        done = {"chunk": output.index, "rows": output.rows,
-                "counts": {"notes": len(output.notes), "errors": len(output.errors), "findings": len(output.findings),
-                           "missed": len(output.missed)},
-                "editions": dict(output.editions), "pipeline": output.pipeline, "seconds": round(seconds, 3),
-                "peak_rss_mb": _peak_rss_mb(), "refs": [ref.as_json() for ref in output.refs]}
+        done = chunk_done(output, seconds)
         write_json(done, self.marker(output.index))
         return done
+
+
+def chunk_done(output: ChunkOutput, seconds: float) -> dict:
+    """A chunk's done marker: its counts, editions, timing and the NoteRefs an order may link to."""
+    return {"chunk": output.index, "rows": output.rows,
+            "counts": {"notes": len(output.notes), "errors": len(output.errors), "findings": len(output.findings),
+                       "missed": len(output.missed)},
+            "editions": dict(output.editions), "pipeline": output.pipeline, "seconds": round(seconds, 3),
+            "peak_rss_mb": _peak_rss_mb(), "refs": [ref.as_json() for ref in output.refs]}
 
 
 def _peak_rss_mb() -> float:
