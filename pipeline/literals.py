@@ -90,13 +90,12 @@ def _better(a: set | None, b: set | None) -> set | None:
     return max(a, b, key=lambda s: (min(min(map(_size, s)), SELECTIVE), -len(s), min(map(_size, s))))
 
 
-def _sequence(items: list) -> set | None:
+def _sequence(items: list, left: bool = False) -> set | None:
     """A concatenation: each item's requirement holds, so pick the best one; adjacent fixed strings
     combine ("radiat" + (e|es|ing) → radiate, radiates, radiating). A word boundary (`\\b`,
     `(?<!\\w)`, `(?!\\w)`) next to a run of fixed strings is kept with them."""
     best: set | None = None
     run: set[str] | None = None  # the strings the current run of fixed items can spell
-    left = False
     for op, av in items:
         fixed = _fixed(op, av)
         if fixed is not None:
@@ -114,10 +113,10 @@ def _sequence(items: list) -> set | None:
             run = {s + _RIGHT for s in run}
         best = _better(best, run)
         run = None
-        left = boundary in ("both", "left")
+        was_left, left = left, boundary in ("both", "left")
         if op in (C.AT, C.ASSERT, C.ASSERT_NOT):
             continue  # zero-width: neither requires nor breaks anything, but ends the run
-        best = _better(best, _item(op, av))
+        best = _better(best, _item(op, av, was_left))
     return _better(best, run)
 
 
@@ -130,7 +129,22 @@ def _boundary(op, av) -> str | None:
         body = list(body)
         if len(body) == 1 and _is_word_class(*body[0]):
             return "left" if direction < 0 else "right"
+    if op in (C.MAX_REPEAT, C.MIN_REPEAT) and av[0] >= 1:  # "\s+" puts a non-word character on both sides
+        body = list(av[2])
+        if len(body) == 1 and _is_non_word(*body[0]):
+            return "both"
     return None
+
+
+def _is_non_word(op, av) -> bool:
+    """Does the item only ever match a non-word character (whitespace, "/", "-")?"""
+    if op == C.CATEGORY:
+        return av in (C.CATEGORY_SPACE, C.CATEGORY_NOT_WORD)
+    if op == C.LITERAL:
+        return not _WORD.match(chr(av))
+    if op == C.IN:
+        return all(_is_non_word(kind, value) for kind, value in av)
+    return False
 
 
 def _is_word_class(op, av) -> bool:
@@ -187,13 +201,14 @@ def _fixed_sequence(items: list) -> set[str] | None:
     return out
 
 
-def _item(op, av) -> set | None:
+def _item(op, av, left: bool = False) -> set | None:
+    """The requirement of one item; `left`: a word boundary stands right before it."""
     if op == C.SUBPATTERN:
-        return _sequence(list(av[-1]))
+        return _sequence(list(av[-1]), left)
     if op == C.BRANCH:
         out: set[str] = set()
         for branch in av[1]:
-            required = _sequence(list(branch))
+            required = _sequence(list(branch), left)
             if not required:
                 return None
             out |= required

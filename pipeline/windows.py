@@ -12,7 +12,6 @@ import bisect
 import re
 
 import ahocorasick
-import numpy
 from dataclasses import dataclass
 
 from .literals import UNFOLDABLE, required_literals, with_first_characters
@@ -87,8 +86,6 @@ class GatedRegexes:
             automaton = self.automaton if blanked else self.punctuation
             automaton.add_word(word, len(self._entries))
             self._entries.append((len(word), blanked and word.startswith(" "), tuple(dict.fromkeys(indices))))
-        self._lengths = numpy.array([e[0] for e in self._entries] or [0], dtype="int64")
-        self._blank_first = numpy.array([e[1] for e in self._entries] or [False])
         for automaton in (self.automaton, self.punctuation):
             if len(automaton):
                 automaton.make_automaton()
@@ -114,24 +111,25 @@ class GatedRegexes:
 
     def _hits(self, lower: str, blanked: str, windows: list[int]) -> dict[int, set[int]]:
         """The windows holding a literal of each regex."""
-        found = []
+        pairs = set()
+        entries = self._entries
         for automaton, haystack in ((self.automaton, " " + blanked + " "), (self.punctuation, " " + lower)):
-            if automaton.kind == ahocorasick.AHOCORASICK:
-                found.extend(automaton.iter(haystack))  # boundaries at both ends of the note too
+            if automaton.kind != ahocorasick.AHOCORASICK:
+                continue
+            for end, entry in automaton.iter(haystack):  # boundaries at both ends of the note too
+                length, blank_first, _ = entries[entry]
+                start = end - length  # in `text`: the haystacks have one more character in front
+                pairs.add((entry, bisect.bisect_right(windows, start if start > 0 else 0) - 1))
+                if blank_first:  # the literal may start after the blank
+                    pairs.add((entry, bisect.bisect_right(windows, start + 1) - 1))
         hits: dict[int, set[int]] = {}
-        if not found:
-            return hits
-        ends, entries = numpy.array(found, dtype="int64").T
-        starts = ends - self._lengths[entries]  # in `text`: the haystacks have one more character in front
-        bounds = numpy.asarray(windows, dtype="int64")
-        in_window = numpy.searchsorted(bounds, numpy.maximum(starts, 0), side="right") - 1
-        after_blank = numpy.searchsorted(bounds, starts + 1, side="right") - 1  # the literal may start after it
-        pairs = numpy.unique(numpy.concatenate([
-            numpy.stack([entries, in_window], axis=1),
-            numpy.stack([entries, after_blank], axis=1)[self._blank_first[entries]]]), axis=0)
-        for entry, window in pairs.tolist():
-            for index in self._entries[entry][2]:
-                hits.setdefault(index, set()).add(window)
+        for entry, window in pairs:
+            for index in entries[entry][2]:
+                found_in = hits.get(index)
+                if found_in is None:
+                    hits[index] = {window}
+                else:
+                    found_in.add(window)
         return hits
 
 
