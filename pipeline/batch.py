@@ -449,8 +449,10 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     and write the tables to `out_dir`, `chunk_size` input records at a time on `jobs` processes.
     `resume` continues an interrupted run of the same inputs and options into the same `out_dir`."""
     started = time.perf_counter()
-    if engine != "local":
-        raise UsageError(f"--engine {engine}: not yet available (use --engine local)")
+    if engine not in ("local", "spark"):
+        raise UsageError(f"--engine {engine}: unknown (use local or spark)")
+    if engine == "spark" and resume:
+        raise UsageError("--resume is not available with --engine spark (Spark retries a failed task itself)")
     if jobs < 1 or chunk_size < 1:
         raise UsageError("--jobs and --chunk-size must be at least 1")
     out_dir = Path(out_dir)
@@ -468,7 +470,12 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     clock = time.perf_counter()
     orders, order_problems, orders_fp = _read_orders_from(orders_path, order_columns, orders_table, orders_query,
                                                           omop) if orders_path else ([], [], None)
-    source = _open_notes(notes_path, columns, table, query, omop)
+    if engine == "spark":  # Spark reads the notes in `extract` below (pipeline/spark.py)
+        from .spark import SparkNotes
+
+        source = SparkNotes(notes_path, columns, table, query, omop, open_local=_open_notes)
+    else:
+        source = _open_notes(notes_path, columns, table, query, omop)
     timings["read_orders"] = time.perf_counter() - clock
     audit_on = bool(orders_path)
     matcher = OrderMatcher(orders, editions, rules.orders, window_days, edition) if audit_on else None
@@ -526,6 +533,10 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         return done
 
     clock = time.perf_counter()
+    if engine == "spark":  # every chunk read, checked and extracted by Spark, its parts written to _parts and
+        spark_run = source.extract(parts, settings, chunk_size, settle)  # settled; nothing left to read below
+        validator.rows = spark_run.rows
+        timings.update(spark_start=spark_run.start_seconds, spark_read=spark_run.stage_seconds)
     chunk_iter = timed_chunks()
     head = _lookahead(chunk_iter, jobs)
     pending = [c for c in head if resumed(c) is None]
@@ -575,6 +586,8 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     timings["extract"] = time.perf_counter() - clock
     timings["read"] = read_clock[0]
     notes_read = validator.rows
+    if engine == "spark":
+        workers = spark_run.workers
     if counts["notes"] + counts["errors"] != notes_read:
         raise RunError(f"{notes_read} notes read but {counts['notes'] + counts['errors']} accounted for")
 
@@ -682,7 +695,8 @@ def _prepare_parts(out_dir: Path, run_key: dict, resume: bool, say) -> Parts:
             stored = json.loads(stored_path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             stored = None
-        if stored is None and any(p.name not in ("done", "run.json", "merge", "findings", "notes", "errors", "missed")
+        if stored is None and any(p.name not in ("done", "run.json", "merge", "findings", "notes", "errors", "missed",
+                                                      "input")
                                   for p in parts.root.iterdir()):
             raise UsageError(f"{parts.root} exists and was not made by lbp-audit; move it away")
         if resume:

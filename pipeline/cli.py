@@ -190,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress line on the terminal")
     p.add_argument("--keep-parts", action="store_true", help="keep the per-chunk parts in DIR/_parts")
     p.add_argument("--engine", choices=("local", "spark"), default="local",
-                   help="local processes (default) or Spark (not yet available)")
-    p.add_argument("--table", help="NOTES is a database: read this table")
+                   help="local processes (default) or Spark: the master in LBP_SPARK_MASTER (default local[*]) "
+                        "or the active session; NOTES 'spark' with --table reads a table of its catalog")
+    p.add_argument("--table", help="NOTES is a database (or 'spark' with --engine spark): read this table")
     p.add_argument("--query", help="NOTES is a database: read the rows of this SQL query")
     p.add_argument("--orders-table", help="ORDERS is a database: read this table")
     p.add_argument("--orders-query", help="ORDERS is a database: read the rows of this SQL query")
