@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from spacy.tokens import Doc, Span
 
 from .labels import CONTEXT_ASSERTIONS, SECTION_ASSERTIONS
+from .literals import with_first_characters
 from .sections import section_at
 
 
@@ -47,6 +48,8 @@ _PROGRESSIVE = re.compile(
     r"ascend\w+|was \d[+-]?/5,? (?:and )?now|(?:from|went from) \d[+-]?/5 to \d[+-]?/5|more (?:weak|numb)|weaker|worse (?:than|since))\b",
     re.IGNORECASE)
 _CLAUSE_BREAK = re.compile(r"[,;:()]|\band\b|\bbut\b", re.IGNORECASE)
+# told which characters a match starts with, they fail fast at most positions (literals.py)
+_SIDE_WORD, _PROGRESSIVE, _CLAUSE_BREAK = map(with_first_characters, (_SIDE_WORD, _PROGRESSIVE, _CLAUSE_BREAK))
 
 
 def laterality(text: str, start: int, end: int, sent_start: int, sent_end: int) -> str:
