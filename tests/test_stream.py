@@ -265,11 +265,6 @@ def test_stream_unusable_input_is_a_one_line_error(tmp_path, capsys, content, na
     assert err.startswith("lbp-audit: error: ") and message in err and "Traceback" not in err
 
 
-def test_stream_spark_engine_is_not_there_yet(tmp_path, capsys):
-    assert main(["run", "samples/notes.csv", "--out", str(tmp_path), "--engine", "spark"]) == 2
-    assert "not yet" in capsys.readouterr().err
-
-
 # ---------------------------------------------------------------- chunks
 
 
