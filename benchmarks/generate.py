@@ -153,25 +153,35 @@ class Patient:
         return "male" if self.sex == "M" else "female"
 
 
+def _pick(rng: random.Random, options):
+    """`rng.choice`, three times faster (the generator makes about 30 picks per note)."""
+    return options[int(rng.random() * len(options))]
+
+
+def _int(rng: random.Random, low: int, high: int) -> int:
+    """`rng.randint`, three times faster."""
+    return low + int(rng.random() * (high - low + 1))
+
+
 def _year(rng: random.Random, back: int = 12) -> int:
-    return 2024 - rng.randint(2, back)
+    return 2024 - _int(rng, 2, back)
 
 
 def make_patient(rng: random.Random, number: int) -> Patient:
     age = int(min(94, max(18, rng.gauss(52, 17))))
-    sex = rng.choice("MF")
-    occupation = "retired" if age > 68 and rng.random() < 0.8 else rng.choice(OCCUPATIONS)
-    pt = Patient(number, age, sex, occupation, rng.sample(PMH_POOL, rng.randint(0, 5)),
-                 rng.sample(PSH_POOL, rng.randint(0, 2)), rng.sample(MED_POOL, rng.randint(0, 8)),
-                 rng.choice(ALLERGIES), rng.choice(("never smoker", "never smoker", "former smoker, quit 2010",
+    sex = _pick(rng, "MF")
+    occupation = "retired" if age > 68 and rng.random() < 0.8 else _pick(rng, OCCUPATIONS)
+    pt = Patient(number, age, sex, occupation, rng.sample(PMH_POOL, _int(rng, 0, 5)),
+                 rng.sample(PSH_POOL, _int(rng, 0, 2)), rng.sample(MED_POOL, _int(rng, 0, 8)),
+                 _pick(rng, ALLERGIES), _pick(rng, ("never smoker", "never smoker", "former smoker, quit 2010",
                                                     "current smoker 1 ppd", "vapes daily")),
-                 rng.choice(FAMILY))
+                 _pick(rng, FAMILY))
     if rng.random() < 0.03:
-        pt.cancer = rng.choice(CANCERS).format(y=_year(rng))
+        pt.cancer = _pick(rng, CANCERS).format(y=_year(rng))
     if rng.random() < 0.025:
-        pt.surgery = rng.choice(SURGERIES).format(y=_year(rng))
+        pt.surgery = _pick(rng, SURGERIES).format(y=_year(rng))
     if rng.random() < 0.01:
-        pt.ivdu = rng.choice(("remote IVDU, sober since {y}", "h/o IV heroin use, in recovery on buprenorphine"))
+        pt.ivdu = _pick(rng, ("remote IVDU, sober since {y}", "h/o IV heroin use, in recovery on buprenorphine"))
         pt.ivdu = pt.ivdu.format(y=_year(rng))
     pt.osteoporosis = age > 60 and rng.random() < 0.12
     return pt
@@ -199,16 +209,16 @@ class Case:
 
 def _duration(rng: random.Random, chronic: bool = False) -> str:
     if chronic:
-        return rng.choice(("8 months", "2 years", "over a year", "several years", "4 months", "10 years"))
-    return rng.choice(("3 days", "5 days", "1 week", "10 days", "2 weeks", "3 weeks", "4 days", "2 days", "1 month"))
+        return _pick(rng, ("8 months", "2 years", "over a year", "several years", "4 months", "10 years"))
+    return _pick(rng, ("3 days", "5 days", "1 week", "10 days", "2 weeks", "3 weeks", "4 days", "2 days", "1 month"))
 
 
 def _side(rng: random.Random) -> tuple[str, str]:
-    return rng.choice((("right", "R"), ("left", "L")))
+    return _pick(rng, (("right", "R"), ("left", "L")))
 
 
 def _normal_neuro(rng: random.Random) -> str:
-    return rng.choice((
+    return _pick(rng, (
         "Strength 5/5 throughout BLE. SILT. DTRs 2+ and symmetric. SLR negative bilaterally. Normal gait.",
         "Motor: 5/5 hip flexion, knee extension, ankle DF/PF and EHL bilaterally. Sensation intact to light touch "
         "L2-S1. Patellar and Achilles reflexes 2+ symmetric. Negative straight leg raise. Able to heel and toe walk.",
@@ -219,7 +229,7 @@ def _normal_neuro(rng: random.Random) -> str:
 
 
 def _mechanical_back(rng: random.Random) -> str:
-    return rng.choice((
+    return _pick(rng, (
         "No midline tenderness. Bilateral lumbar paraspinal tenderness and spasm. ROM limited by pain in flexion.",
         "Tender over L paraspinals L4-S1, no step-off, no midline TTP. Pain with extension.",
         "Mild paraspinal tenderness bilaterally, no spinous process tenderness, no erythema or warmth.",
@@ -231,7 +241,7 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
     he, his, dur = pt.he, pt.his, _duration(rng)
     side, s = _side(rng)
     if name == "general":
-        reason = rng.choice((
+        reason = _pick(rng, (
             ("hypertension follow-up", [f"Here for follow-up of hypertension. Home BPs 130s/80s. Taking {his} "
                                         "medications as prescribed. No headaches, chest pain or palpitations."]),
             ("annual physical", ["Here for annual preventive visit. Feels well overall. Sleeping well. "
@@ -245,65 +255,65 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
                                  "the evening. Acetaminophen helps a little."]),
             ("anxiety follow-up", ["Follow-up of anxiety on SSRI. Mood better. Sleeping 6-7 hours. Denies SI/HI."]),
         ))
-        aside = rng.choice(("Denies back pain.", "No other complaints.",
+        aside = _pick(rng, ("Denies back pain.", "No other complaints.",
                             "Mentions occasional stiff back after gardening, resolves with rest.", ""))
         return Case(name, reason[0], reason[1] + [aside],
                     set(), "", _normal_neuro(rng) if rng.random() < 0.3 else "Grossly nonfocal.",
                     "No spinal tenderness." if rng.random() < 0.4 else "",
                     f"{reason[0].capitalize()}: stable.",
-                    [rng.choice(("Continue current medications.", "Labs today: CMP, lipid panel, A1c.",
+                    [_pick(rng, ("Continue current medications.", "Labs today: CMP, lipid panel, A1c.",
                                  "Supportive care, fluids, rest.", "Return in 3 months."))])
     if name in ("mechanical", "chronic"):
         chronic = name == "chronic"
         dur = _duration(rng, chronic)
-        trigger = rng.choice(("after lifting a box at work", "after moving furniture", "after a long car ride",
+        trigger = _pick(rng, ("after lifting a box at work", "after moving furniture", "after a long car ride",
                               "after gardening over the weekend", "on waking, no inciting event",
                               "after shoveling snow", "while bending to tie " + his + " shoes", "with no injury"))
         hpi = [f"{pt.age} yo {pt.sex} with {'chronic ' if chronic else ''}low back pain x {dur}, started {trigger}.",
-               rng.choice(("Pain is aching, 5/10, localized to the lumbar area, does not radiate.",
+               _pick(rng, ("Pain is aching, 5/10, localized to the lumbar area, does not radiate.",
                            "Describes a dull ache across the low back, worse with sitting and bending, "
                            "better with walking.",
                            "Pain 6/10, stiff in the morning, no radiation into the legs.",
                            "Non-radiating pain, worse at the end of the workday, eases lying down.")),
-               rng.choice(("Has tried ibuprofen and heat with partial relief.", "Has not tried PT.",
+               _pick(rng, ("Has tried ibuprofen and heat with partial relief.", "Has not tried PT.",
                            "Took acetaminophen with little benefit.", "Using a heating pad and stretching.",
                            "Sleeps well."))]
         if chronic:
-            hpi.append(rng.choice(("Completed 8 weeks of PT last year with no lasting relief.",
+            hpi.append(_pick(rng, ("Completed 8 weeks of PT last year with no lasting relief.",
                                    "Failed 6 weeks of physical therapy and NSAIDs.",
                                    "Had an epidural steroid injection in 2021 with 2 months of relief.",
                                    "Seen by chiropractor with temporary benefit.")))
         if rng.random() < 0.15:
-            hpi.append(rng.choice((f"{he.capitalize()} is asking for an MRI because a coworker had a slipped disc.",
+            hpi.append(_pick(rng, (f"{he.capitalize()} is asking for an MRI because a coworker had a slipped disc.",
                                    "Has been trying to lose weight, down 8 lb with diet and walking.",
                                    "Remote MVC in 1998 with whiplash, no back injury then.")))
         return Case(name, "low back pain", hpi, set(), "Musculoskeletal: positive for back pain.", _normal_neuro(rng),
                     _mechanical_back(rng),
-                    rng.choice(("Acute mechanical low back pain, no red flags on history or exam.",
+                    _pick(rng, ("Acute mechanical low back pain, no red flags on history or exam.",
                                 "Nonspecific low back pain without radiculopathy.",
                                 "Lumbar strain.", "Chronic nonspecific LBP, stable, no red flags."))
                     if not chronic else "Chronic low back pain with failed conservative therapy.",
-                    [rng.choice(("Reassurance, stay active, avoid bed rest.", "NSAIDs with food x 10 days, heat.",
+                    [_pick(rng, ("Reassurance, stay active, avoid bed rest.", "NSAIDs with food x 10 days, heat.",
                                  "Referred to PT 2x/wk x 6 wks.", "Home exercise program reviewed.")),
-                     rng.choice(("No imaging indicated at this time.", "Discussed that imaging is not recommended "
+                     _pick(rng, ("No imaging indicated at this time.", "Discussed that imaging is not recommended "
                                  "in the first 6 weeks without red flags.", "Cyclobenzaprine 5 mg qhs prn.",
                                  "Work note for 3 days light duty."))])
     if name == "radicular":
         return Case(name, f"low back and {side} leg pain",
                     [f"{pt.age} y.o. {pt.male} with {dur} of low back pain radiating down the {side} leg "
-                     f"to the {rng.choice(('lateral calf', 'foot', 'great toe', 'heel', 'knee'))}.",
-                     rng.choice((f"Intermittent tingling in the {side} foot.", "No numbness or weakness.",
+                     f"to the {_pick(rng, ('lateral calf', 'foot', 'great toe', 'heel', 'knee'))}.",
+                     _pick(rng, (f"Intermittent tingling in the {side} foot.", "No numbness or weakness.",
                                  "Pain worse with sitting and coughing.", "Shooting pain, 7/10.")),
-                     rng.choice(("Has tried ibuprofen and a Medrol dose pack with some relief.",
+                     _pick(rng, ("Has tried ibuprofen and a Medrol dose pack with some relief.",
                                  "Has not had PT yet.", "Naproxen helps a little."))],
                     {"numbness or tingling in the legs"}, f"Neuro: positive for {side} leg tingling.",
                     f"Strength 5/5 BLE. Sensation decreased to LT {side} lateral calf. Reflexes 2+ symmetric. "
-                    f"Positive SLR on the {side} at {rng.choice((30, 40, 45, 60))} degrees.",
+                    f"Positive SLR on the {side} at {_pick(rng, (30, 40, 45, 60))} degrees.",
                     _mechanical_back(rng), f"{side.capitalize()} L5 radiculopathy / sciatica without motor deficit.",
                     ["Naproxen 500 mg BID, gabapentin 300 mg qhs.", "PT referral for McKenzie exercises.",
                      "If not improving in 6 weeks, consider MRI."])
     if name == "weakness":
-        grade = rng.choice(("4/5", "4-/5", "4+/5", "3/5"))
+        grade = _pick(rng, ("4/5", "4-/5", "4+/5", "3/5"))
         return Case(name, "back pain and leg weakness",
                     [f"{pt.age} yo {pt.sex} with {dur} of LBP and progressive {side} leg weakness, "
                      f"knee buckled twice on stairs.", f"Numbness over the {side} anterior thigh.",
@@ -317,30 +327,30 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
     if name == "foot_drop":
         return Case(name, f"{side} foot weakness",
                     [f"{pt.age} yo {pt.sex} with {dur} of low back pain and {side} leg pain, now with {side} foot drop "
-                     f"since {rng.choice(('yesterday', '3 days ago', 'last week'))}; tripping over {his} toes.",
+                     f"since {_pick(rng, ('yesterday', '3 days ago', 'last week'))}; tripping over {his} toes.",
                      "Denies bowel or bladder incontinence, no saddle numbness."],
                     {"leg weakness", "numbness or tingling in the legs"}, f"Neuro: positive for {side} foot weakness.",
-                    f"{s} ankle DF {rng.choice(('2/5', '3/5', '1/5'))}, {s} EHL 3/5, PF 5/5. Steppage gait on the "
+                    f"{s} ankle DF {_pick(rng, ('2/5', '3/5', '1/5'))}, {s} EHL 3/5, PF 5/5. Steppage gait on the "
                     f"{side}. Unable to heel walk on the {side}. Decreased sensation dorsum of {s} foot.",
                     _mechanical_back(rng), f"Acute {side} foot drop, likely L5 radiculopathy.",
                     ["Urgent MRI L-spine w/o contrast.", "Spine surgery consult today.", "AFO for safety."])
     if name == "ces":
         return Case(name, "back pain, trouble urinating",
-                    [f"{pt.age} yo {pt.sex} with chronic LBP, now {rng.choice(('2 days', '24 hours', '3 days'))} of "
+                    [f"{pt.age} yo {pt.sex} with chronic LBP, now {_pick(rng, ('2 days', '24 hours', '3 days'))} of "
                      "worsening pain with numbness in the groin and inability to void.",
                      "One episode of stool incontinence this morning.", "Numbness in both legs, L>R."],
                     {"saddle anesthesia", "urinary retention", "bowel or bladder incontinence",
                      "numbness or tingling in the legs"},
                     "GU: positive for urinary retention. GI: positive for fecal incontinence.",
                     "Motor 5/5 R, 4/5 L EHL. Decreased perianal sensation. Rectal: decreased rectal tone. "
-                    f"Bladder scan PVR {rng.choice((450, 650, 800))} mL.",
+                    f"Bladder scan PVR {_pick(rng, (450, 650, 800))} mL.",
                     "Midline lower lumbar tenderness.", "Concern for cauda equina syndrome.",
                     ["STAT MRI lumbar spine.", "Neurosurgery paged.", "Foley catheter."])
     if name == "cancer":
-        pt.cancer = pt.cancer or rng.choice(CANCERS).format(y=_year(rng))
+        pt.cancer = pt.cancer or _pick(rng, CANCERS).format(y=_year(rng))
         return Case(name, "back pain",
                     [f"{pt.age} yo {pt.sex} with h/o {pt.cancer} presents with {dur} of progressive low back pain, "
-                     "worse at night and lying flat.", rng.choice(("Lost 12 lb over 2 months without trying.",
+                     "worse at night and lying flat.", _pick(rng, ("Lost 12 lb over 2 months without trying.",
                                                                    "Appetite down.", "No weight loss.")),
                      "No weakness, numbness or bowel/bladder changes."],
                     {"night sweats"} if rng.random() < 0.3 else set(), "Constitutional: positive for fatigue.",
@@ -350,19 +360,19 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
     if name == "infection":
         pt.ivdu = pt.ivdu or "active IV heroin use"
         return Case(name, "back pain, fever",
-                    [f"{pt.age} yo {pt.sex} with {pt.ivdu}, febrile to {rng.choice(('38.9', '39.2', '38.6'))} at home, "
-                     f"severe midline low back pain x {rng.choice(('5 days', '1 week', '10 days'))}.",
+                    [f"{pt.age} yo {pt.sex} with {pt.ivdu}, febrile to {_pick(rng, ('38.9', '39.2', '38.6'))} at home, "
+                     f"severe midline low back pain x {_pick(rng, ('5 days', '1 week', '10 days'))}.",
                      "Last injected 3 days ago.", "No leg weakness. No bowel or bladder changes."],
                     {"fever", "chills"}, "Constitutional: positive for fever, chills.",
                     _normal_neuro(rng), "Exquisite midline tenderness L2-L4. Track marks on both forearms.",
                     "Fever and midline back pain in a person who injects drugs: concern for epidural abscess / "
                     "vertebral osteomyelitis.", ["MRI L-spine w/wo contrast.", "Blood cultures x2, ESR, CRP.",
-                                                 "ID consult."], temp=rng.choice(("38.9", "39.1", "38.4")))
+                                                 "ID consult."], temp=_pick(rng, ("38.9", "39.1", "38.4")))
     if name == "fracture":
         old = pt.age >= 65
-        mech = "a ground-level fall at home" if old else rng.choice(("an MVC, restrained driver",
+        mech = "a ground-level fall at home" if old else _pick(rng, ("an MVC, restrained driver",
                                                                      "a fall from a ladder (8 ft)"))
-        when = rng.choice(("yesterday", "this morning", "2 days ago"))
+        when = _pick(rng, ("yesterday", "this morning", "2 days ago"))
         if old:
             pt.osteoporosis = pt.osteoporosis or rng.random() < 0.5
         return Case(name, "back pain after fall",
@@ -374,10 +384,10 @@ def make_case(rng: random.Random, pt: Patient, name: str) -> Case:
                     "Acute low back pain after trauma; rule out compression fracture.",
                     ["XR lumbar spine.", "Pain control.", "Fall precautions."])
     # postop
-    pt.surgery = pt.surgery or rng.choice(SURGERIES).format(y=_year(rng))
+    pt.surgery = pt.surgery or _pick(rng, SURGERIES).format(y=_year(rng))
     return Case(name, "back pain after prior surgery",
                 [f"{pt.age} yo {pt.sex} s/p {pt.surgery}, now {dur} of recurrent low back pain and {side} leg pain "
-                 "similar to pre-operative pain.", rng.choice(("No fever, wound healed.",
+                 "similar to pre-operative pain.", _pick(rng, ("No fever, wound healed.",
                                                                "Tried gabapentin, no relief.",
                                                                "Known old L foot drop since the surgery, unchanged."))],
                 {"numbness or tingling in the legs"} if rng.random() < 0.5 else set(), "",
@@ -396,7 +406,7 @@ def negated_ros(rng: random.Random, case: Case, terse: bool) -> str:
                  "saddle anesthesia": "saddle anesthesia", "numbness or tingling in the legs": "N/T",
                  "urinary retention": "retention", "leg weakness": "weakness"}
         return "Denies " + ", ".join(short.get(i, i) for i in items) + "."
-    lead = rng.choice(("Denies", "Negative for", "No", "Pt denies"))
+    lead = _pick(rng, ("Denies", "Negative for", "No", "Pt denies"))
     return f"{lead} {', '.join(items[:-1])} or {items[-1]}." if len(items) > 1 else f"{lead} {items[0]}."
 
 
@@ -422,18 +432,18 @@ def ros_block(rng: random.Random, case: Case) -> str:
 
 
 def vitals(rng: random.Random, case: Case, style: str = "line") -> str:
-    bp = f"{rng.randint(108, 168)}/{rng.randint(62, 98)}"
-    hr, rr, spo2 = rng.randint(58, 104), rng.randint(12, 20), rng.randint(94, 100)
-    wt = rng.randint(52, 128)
+    bp = f"{_int(rng, 108, 168)}/{_int(rng, 62, 98)}"
+    hr, rr, spo2 = _int(rng, 58, 104), _int(rng, 12, 20), _int(rng, 94, 100)
+    wt = _int(rng, 52, 128)
     if style == "table":
         return (f"Vitals:\n  BP: {bp} mmHg (sitting, L arm)\n  Pulse: {hr}\n  Temp: {case.temp} C (oral)\n"
                 f"  Resp: {rr}\n  SpO2: {spo2}% on room air\n  Weight: {wt} kg\n  BMI: {rng.uniform(19, 41):.1f}\n"
-                f"  Pain score: {rng.randint(0, 9)}/10")
+                f"  Pain score: {_int(rng, 0, 9)}/10")
     return f"BP {bp}  HR {hr}  RR {rr}  T {case.temp}  SpO2 {spo2}%  Wt {wt} kg"
 
 
 def family_line(rng: random.Random, pt: Patient) -> str:
-    return rng.choice(("Family History: ", "FHx: ", "FH: ")) + pt.family
+    return _pick(rng, ("Family History: ", "FHx: ", "FH: ")) + pt.family
 
 
 def history_lines(rng: random.Random, pt: Patient, terse: bool) -> list[str]:
@@ -444,7 +454,7 @@ def history_lines(rng: random.Random, pt: Patient, terse: bool) -> list[str]:
         pmh.append("osteoporosis")
     psh = list(pt.psh) + ([pt.surgery] if pt.surgery else [])
     meds = pt.meds or ["none"]
-    habits = pt.ivdu or rng.choice(("Denies IVDU.", "No drug use.", "Social EtOH.", "Denies illicit drug use.",
+    habits = pt.ivdu or _pick(rng, ("Denies IVDU.", "No drug use.", "Social EtOH.", "Denies illicit drug use.",
                                     "2-3 beers on weekends."))
     social = f"{pt.occupation}. {pt.smoker.capitalize()}. {habits}"
     if terse:
@@ -458,7 +468,7 @@ def history_lines(rng: random.Random, pt: Patient, terse: bool) -> list[str]:
 
 
 def return_precautions(rng: random.Random) -> str:
-    return rng.choice((
+    return _pick(rng, (
         "Return precautions reviewed: new leg weakness, numbness in the groin, trouble urinating or fevers -> ED.",
         "Return if saddle numbness, bladder or bowel changes, or leg weakness.",
         "Advised to go to the ED if weakness or numbness between the legs develops.",
@@ -469,31 +479,31 @@ def return_precautions(rng: random.Random) -> str:
 
 # --- padding: the bulk of long templated notes -------------------------------------------------------------
 def pad_med_list(rng: random.Random, pt: Patient) -> str:
-    meds = rng.sample(MED_POOL, rng.randint(6, 14))
+    meds = rng.sample(MED_POOL, _int(rng, 6, 14))
     return ("Current Outpatient Medications (reconciled today):\n" + "\n".join(
-        f"  {m} - Disp: {rng.choice((30, 90))}, Rfl: {rng.randint(0, 5)}, Last filled {_date(rng, 400)}" for m in meds))
+        f"  {m} - Disp: {_pick(rng, (30, 90))}, Rfl: {_int(rng, 0, 5)}, Last filled {_date(rng, 400)}" for m in meds))
 
 
 def pad_labs(rng: random.Random, pt: Patient) -> str:
     return (f"Labs ({_date(rng, 200)}):\n"
-            f"  CBC: WBC {rng.uniform(4, 11):.1f}, Hgb {rng.uniform(11, 16):.1f}, Plt {rng.randint(160, 400)}\n"
-            f"  BMP: Na {rng.randint(134, 145)}, K {rng.uniform(3.5, 5.1):.1f}, Cl {rng.randint(98, 108)}, "
-            f"CO2 {rng.randint(21, 30)}, BUN {rng.randint(8, 24)}, Cr {rng.uniform(0.6, 1.4):.2f}, "
-            f"Glu {rng.randint(80, 180)}, Ca {rng.uniform(8.6, 10.2):.1f}\n"
-            f"  A1c {rng.uniform(5.2, 8.9):.1f}%  TSH {rng.uniform(0.5, 4.5):.2f}  LDL {rng.randint(60, 170)}")
+            f"  CBC: WBC {rng.uniform(4, 11):.1f}, Hgb {rng.uniform(11, 16):.1f}, Plt {_int(rng, 160, 400)}\n"
+            f"  BMP: Na {_int(rng, 134, 145)}, K {rng.uniform(3.5, 5.1):.1f}, Cl {_int(rng, 98, 108)}, "
+            f"CO2 {_int(rng, 21, 30)}, BUN {_int(rng, 8, 24)}, Cr {rng.uniform(0.6, 1.4):.2f}, "
+            f"Glu {_int(rng, 80, 180)}, Ca {rng.uniform(8.6, 10.2):.1f}\n"
+            f"  A1c {rng.uniform(5.2, 8.9):.1f}%  TSH {rng.uniform(0.5, 4.5):.2f}  LDL {_int(rng, 60, 170)}")
 
 
 def pad_health_maintenance(rng: random.Random, pt: Patient) -> str:
     return ("Health Maintenance:\n"
-            f"  Colonoscopy: {rng.choice(('due', 'up to date (2021)', 'declined', 'not indicated'))}\n"
-            f"  Mammogram: {rng.choice(('n/a', 'due', 'up to date'))}\n"
-            f"  Influenza vaccine: {rng.choice(('given today', 'declined', 'received at pharmacy'))}\n"
-            f"  Tdap: {rng.choice(('2019', 'due', '2016'))}  Pneumococcal: {rng.choice(('n/a', 'PCV20 2023', 'due'))}\n"
-            f"  Depression screen PHQ-2: {rng.randint(0, 3)}  Fall risk screen: negative")
+            f"  Colonoscopy: {_pick(rng, ('due', 'up to date (2021)', 'declined', 'not indicated'))}\n"
+            f"  Mammogram: {_pick(rng, ('n/a', 'due', 'up to date'))}\n"
+            f"  Influenza vaccine: {_pick(rng, ('given today', 'declined', 'received at pharmacy'))}\n"
+            f"  Tdap: {_pick(rng, ('2019', 'due', '2016'))}  Pneumococcal: {_pick(rng, ('n/a', 'PCV20 2023', 'due'))}\n"
+            f"  Depression screen PHQ-2: {_int(rng, 0, 3)}  Fall risk screen: negative")
 
 
 def pad_education(rng: random.Random, pt: Patient) -> str:
-    return rng.choice((
+    return _pick(rng, (
         "Patient education: Discussed the natural history of low back pain, that most episodes improve within "
         "4-6 weeks, the importance of staying active and avoiding prolonged bed rest, proper lifting mechanics, "
         "and the role of heat and over-the-counter analgesics. Written materials provided. Patient verbalized "
@@ -507,33 +517,33 @@ def pad_education(rng: random.Random, pt: Patient) -> str:
 
 
 def pad_attestation(rng: random.Random, pt: Patient) -> str:
-    return rng.choice((
+    return _pick(rng, (
         f"I personally saw and examined the patient and agree with the resident's findings and plan as documented "
-        f"above. Total time spent on the date of the encounter: {rng.randint(20, 45)} minutes, including review of "
+        f"above. Total time spent on the date of the encounter: {_int(rng, 20, 45)} minutes, including review of "
         "records, history and examination, counseling and documentation.",
         f"This note was created with voice recognition software; minor transcription errors may be present. "
-        f"Electronically signed by {rng.choice(PROVIDERS)}, MD on {_date(rng, 30)}.",
-        f"Patient seen with a medical interpreter ({rng.choice(('Spanish', 'Vietnamese', 'Arabic', 'Somali'))}), "
-        "ID #" + str(rng.randint(10000, 99999)) + ". Visit conducted in person. Chaperone offered.",
+        f"Electronically signed by {_pick(rng, PROVIDERS)}, MD on {_date(rng, 30)}.",
+        f"Patient seen with a medical interpreter ({_pick(rng, ('Spanish', 'Vietnamese', 'Arabic', 'Somali'))}), "
+        "ID #" + str(_int(rng, 10000, 99999)) + ". Visit conducted in person. Chaperone offered.",
     ))
 
 
 def pad_problem_list(rng: random.Random, pt: Patient) -> str:
-    probs = rng.sample(PMH_POOL, rng.randint(3, 8))
+    probs = rng.sample(PMH_POOL, _int(rng, 3, 8))
     return "Problem List:\n" + "\n".join(f"  {i}. {p} (since {_year(rng, 20)})" for i, p in enumerate(probs, 1))
 
 
 def pad_copy_forward(rng: random.Random, pt: Patient) -> str:
     if not pt.history:
         return ""
-    old = rng.choice(pt.history)
+    old = _pick(rng, pt.history)
     return (f"--- Interval history copied from visit of {_date(rng, 700)} ---\n{old}\n--- end of copied text ---\n"
-            "Interval update: " + rng.choice(("no change since last visit.", "symptoms improved.",
+            "Interval update: " + _pick(rng, ("no change since last visit.", "symptoms improved.",
                                                "see HPI above.", "doing about the same.")))
 
 
 def pad_imaging_report(rng: random.Random, pt: Patient) -> str:
-    study, findings = rng.choice((
+    study, findings = _pick(rng, (
         ("XR CHEST 2 VIEWS", "Lungs are clear. No pleural effusion or pneumothorax. Heart size normal."),
         ("XR LUMBAR SPINE 2-3 VIEWS", "Five non-rib-bearing lumbar vertebrae. Mild disc space narrowing at L4-5 and "
                                       "L5-S1 with small anterior osteophytes. No acute fracture or listhesis."),
@@ -542,13 +552,13 @@ def pad_imaging_report(rng: random.Random, pt: Patient) -> str:
         ("CT HEAD WO CONTRAST", "No acute intracranial hemorrhage, mass effect or territorial infarct."),
     ))
     return (f"Prior imaging reviewed - {study} ({_date(rng, 1500)}):\nFINDINGS: {findings}\n"
-            f"IMPRESSION: {rng.choice(('No acute findings.', 'Mild degenerative changes.', 'Unremarkable study.'))}")
+            f"IMPRESSION: {_pick(rng, ('No acute findings.', 'Mild degenerative changes.', 'Unremarkable study.'))}")
 
 
 def pad_avs(rng: random.Random, pt: Patient) -> str:
     return ("After Visit Summary - Patient Instructions:\n"
             "Thank you for visiting our clinic today. Please take your medications as directed and keep your "
-            f"follow-up appointment in {rng.choice(('2 weeks', '4 weeks', '3 months', '6 months'))}. "
+            f"follow-up appointment in {_pick(rng, ('2 weeks', '4 weeks', '3 months', '6 months'))}. "
             "You can reach the nurse line 24 hours a day. Please call 911 or go to the nearest emergency department "
             "if you have chest pain, trouble breathing, sudden weakness, or any other symptom that worries you. "
             "Your after-visit summary and test results are available in the patient portal.")
@@ -557,8 +567,8 @@ def pad_avs(rng: random.Random, pt: Patient) -> str:
 def pad_orders_list(rng: random.Random, pt: Patient) -> str:
     items = rng.sample(("CBC with differential", "Comprehensive metabolic panel", "Lipid panel", "Hemoglobin A1c",
                         "TSH", "Urinalysis with reflex culture", "Vitamin D 25-OH", "PT referral",
-                        "Ambulatory referral to podiatry", "Influenza vaccine IM", "ESR", "CRP"), rng.randint(3, 6))
-    return "Orders Placed This Encounter:\n" + "\n".join(f"  {o} [{rng.randint(100000, 999999)}]" for o in items)
+                        "Ambulatory referral to podiatry", "Influenza vaccine IM", "ESR", "CRP"), _int(rng, 3, 6))
+    return "Orders Placed This Encounter:\n" + "\n".join(f"  {o} [{_int(rng, 100000, 999999)}]" for o in items)
 
 
 def pad_immunizations(rng: random.Random, pt: Patient) -> str:
@@ -570,19 +580,23 @@ def pad_immunizations(rng: random.Random, pt: Patient) -> str:
 PADDING = (pad_med_list, pad_health_maintenance, pad_education, pad_attestation, pad_problem_list,
            pad_immunizations, pad_avs, pad_orders_list)
 REPEATABLE_PADDING = (pad_labs, pad_copy_forward, pad_imaging_report)  # each copy differs (dates, visits)
+# the shortest each padding block can be, in characters
+PAD_MIN_CHARS = {pad_med_list: 400, pad_health_maintenance: 170, pad_education: 190, pad_attestation: 100,
+                 pad_problem_list: 60, pad_immunizations: 90, pad_avs: 440, pad_orders_list: 70, pad_labs: 140,
+                 pad_copy_forward: 90, pad_imaging_report: 110}
 
 
 def _date(rng: random.Random, days_back: int) -> str:
-    d = dt.date(2024, 6, 30) - dt.timedelta(days=rng.randint(0, days_back))
+    d = dt.date(2024, 6, 30) - dt.timedelta(days=_int(rng, 0, days_back))
     return f"{d.month}/{d.day}/{d.year}"
 
 
 # --- the note styles ---------------------------------------------------------------------------------------
 def style_terse(rng: random.Random, pt: Patient, case: Case, setting: str) -> list[str]:
     heads = ("ED NOTE", "ED provider note", "") if setting == "terse_ed" else ("Urgent care:", "UC visit", "")
-    head = rng.choice(heads)
+    head = _pick(rng, heads)
     hpi = " ".join(case.hpi)
-    body = f"{hpi} {negated_ros(rng, case, True)} {rng.choice(('No hx of cancer.', 'No IVDU.', ''))}".strip()
+    body = f"{hpi} {negated_ros(rng, case, True)} {_pick(rng, ('No hx of cancer.', 'No IVDU.', ''))}".strip()
     exam = f"Exam: {'afebrile' if case.temp < '38' else 'T ' + case.temp}. {case.back} {case.neuro}".strip()
     safety_net = return_precautions(rng) if rng.random() < 0.6 else ""
     plan = f"A/P: {case.assessment} {' '.join(case.plan)} {safety_net}".strip()
@@ -591,9 +605,9 @@ def style_terse(rng: random.Random, pt: Patient, case: Case, setting: str) -> li
 
 def style_telephone(rng: random.Random, pt: Patient, case: Case) -> list[str]:
     def yes_no(item: str) -> str:
-        return "yes" if item in case.positives else rng.choice(("no", "denied", "none"))
+        return "yes" if item in case.positives else _pick(rng, ("no", "denied", "none"))
 
-    lines = [rng.choice(("TELEPHONE TRIAGE", "PHONE TRIAGE - BACK PAIN PROTOCOL", "Nurse triage call")),
+    lines = [_pick(rng, ("TELEPHONE TRIAGE", "PHONE TRIAGE - BACK PAIN PROTOCOL", "Nurse triage call")),
              f"{pt.age} yo {pt.sex}", f"Chief complaint: {case.cc}", " ".join(case.hpi[:2]),
              f"Fever: {yes_no('fever')}", f"Saddle anesthesia: {yes_no('saddle anesthesia')}",
              f"Bladder: {'unable to void' if 'urinary retention' in case.positives else 'voiding normally'}",
@@ -601,9 +615,9 @@ def style_telephone(rng: random.Random, pt: Patient, case: Case) -> list[str]:
              f"Leg weakness: {yes_no('leg weakness')}",
              f"Hx cancer: {pt.cancer or 'none'}",
              "Disposition: " + ("ED now." if case.name in ("ces", "infection", "foot_drop") else
-                                rng.choice(("routine appt within 1 wk + home care.", "PCP appt tomorrow.",
+                                _pick(rng, ("routine appt within 1 wk + home care.", "PCP appt tomorrow.",
                                             "self-care advice given."))),
-             return_precautions(rng), f"{rng.choice(('R. Diaz', 'M. Chen', 'T. Brooks', 'A. Novak'))}, RN"]
+             return_precautions(rng), f"{_pick(rng, ('R. Diaz', 'M. Chen', 'T. Brooks', 'A. Novak'))}, RN"]
     return ["\n".join(lines)]
 
 
@@ -611,31 +625,31 @@ def style_ed(rng: random.Random, pt: Patient, case: Case) -> list[str]:
     upper = rng.random() < 0.5
     h = (lambda s: s.upper()) if upper else (lambda s: s)
     return [
-        h(rng.choice(("Emergency Department Visit", "ED Physician Record", "Emergency Department Note"))),
+        h(_pick(rng, ("Emergency Department Visit", "ED Physician Record", "Emergency Department Note"))),
         f"{h('Chief Complaint')}: {case.cc}",
         f"{h('History of Present Illness')}: " + " ".join(case.hpi) + " " + negated_ros(rng, case, False),
         *history_lines(rng, pt, terse=rng.random() < 0.5),
         f"{h('Review of Systems')}: as per HPI, otherwise negative.",
         f"{h('Physical Examination')}:\n{h('Vitals')}: {vitals(rng, case)}\nGeneral: "
-        f"{rng.choice(('uncomfortable, NAD', 'in moderate distress', 'well appearing'))}\n"
+        f"{_pick(rng, ('uncomfortable, NAD', 'in moderate distress', 'well appearing'))}\n"
         f"Back: {case.back}\nNeuro: {case.neuro}",
         f"{h('Medical Decision Making')}: {case.assessment}",
         f"{h('Plan')}:\n" + "\n".join(f"{i}. {p}" for i, p in enumerate(case.plan, 1)),
-        f"{h('Disposition')}: {rng.choice(('discharged home', 'admitted', 'observation'))}. {return_precautions(rng)}",
+        f"{h('Disposition')}: {_pick(rng, ('discharged home', 'admitted', 'observation'))}. {return_precautions(rng)}",
     ]
 
 
 def style_primary_care(rng: random.Random, pt: Patient, case: Case) -> list[str]:
     return [
-        rng.choice(("PRIMARY CARE OFFICE VISIT", "Internal Medicine - Established Patient",
+        _pick(rng, ("PRIMARY CARE OFFICE VISIT", "Internal Medicine - Established Patient",
                     "Family Medicine Clinic Note",
                     "PRIMARY CARE - ESTABLISHED PATIENT VISIT")),
         f"Chief Complaint: {case.cc}",
         "History of Present Illness:\n" + " ".join(case.hpi) + " " + negated_ros(rng, case, False),
         ros_block(rng, case),
         *history_lines(rng, pt, terse=False),
-        "Physical Exam:\n" + vitals(rng, case, rng.choice(("line", "table"))) +
-        f"\nGeneral: {rng.choice(('well-appearing, no distress', 'NAD, pleasant', 'uncomfortable changing position'))}"
+        "Physical Exam:\n" + vitals(rng, case, _pick(rng, ("line", "table"))) +
+        f"\nGeneral: {_pick(rng, ('well-appearing, no distress', 'NAD, pleasant', 'uncomfortable changing position'))}"
         f"\nHEENT: normocephalic, atraumatic. MMM.\nHeart: RRR, no murmurs.\nLungs: CTAB."
         + (f"\nBack: {case.back}" if case.back else "") + f"\nNeuro: {case.neuro}",
         "Assessment and Plan:\n" + case.assessment + "\n" + "\n".join(f"- {p}" for p in case.plan)
@@ -645,13 +659,13 @@ def style_primary_care(rng: random.Random, pt: Patient, case: Case) -> list[str]
 
 def style_spine(rng: random.Random, pt: Patient, case: Case) -> list[str]:
     return [
-        rng.choice(("SPINE CENTER - NEW PATIENT", "Spine clinic follow-up", "Physiatry consult")),
-        f"Referring provider: {rng.choice(PROVIDERS)}. Reason: {case.cc}.",
+        _pick(rng, ("SPINE CENTER - NEW PATIENT", "Spine clinic follow-up", "Physiatry consult")),
+        f"Referring provider: {_pick(rng, PROVIDERS)}. Reason: {case.cc}.",
         "HPI: " + " ".join(case.hpi) + " " + negated_ros(rng, case, rng.random() < 0.4),
-        f"ODI {rng.randint(8, 60)}%. VAS back {rng.randint(2, 9)}/10, leg {rng.randint(0, 8)}/10.",
+        f"ODI {_int(rng, 8, 60)}%. VAS back {_int(rng, 2, 9)}/10, leg {_int(rng, 0, 8)}/10.",
         *history_lines(rng, pt, terse=True),
         f"Exam: {vitals(rng, case)}\n{case.back}\n{case.neuro}",
-        "Imaging: " + rng.choice(("none on file.", "XR L-spine 2023: mild L4-5 disc height loss.",
+        "Imaging: " + _pick(rng, ("none on file.", "XR L-spine 2023: mild L4-5 disc height loss.",
                                   "outside MRI report reviewed: L4-5 broad-based disc bulge.")),
         f"Impression: {case.assessment}\nPlan: " + " ".join(case.plan),
     ]
@@ -661,22 +675,22 @@ def style_pt(rng: random.Random, pt: Patient, case: Case) -> list[str]:
     side, s = _side(rng)
     weak = case.name in ("weakness", "foot_drop")
     return [
-        rng.choice(("OUTPATIENT PT - LUMBAR EVAL", "Physical Therapy Initial Evaluation", "PT Progress Note")),
+        _pick(rng, ("OUTPATIENT PT - LUMBAR EVAL", "Physical Therapy Initial Evaluation", "PT Progress Note")),
         f"Pt: {pt.age} yo {pt.sex}, referred for {case.cc}. "
-        f"Precautions: {rng.choice(('none', 'no lifting >10 lb', 'fall risk'))}.",
+        f"Precautions: {_pick(rng, ('none', 'no lifting >10 lb', 'fall risk'))}.",
         "S: " + " ".join(case.hpi) + " " + negated_ros(rng, case, True),
         f"PMH: {', '.join(pt.pmh) or 'none'}.",
         "O:\nGait: " + ("steppage gait." if case.name == "foot_drop" else "antalgic, otherwise symmetric.") +
         f"\nMMT (R/L): hip flexion 5/5 | 5/5, knee ext 5/5 | 5/5, ankle DF {'4/5' if weak else '5/5'} | 5/5, EHL "
         f"{'4/5' if weak else '5/5'} | 5/5, PF 5/5 | 5/5\n"
         f"Sensation: {'decreased LT ' + s + ' lateral calf' if case.positives else 'intact'}.\n"
-        f"SLR {'positive ' + s if case.name == 'radicular' else 'neg bilat'}. 6MWT: {rng.randint(250, 520)} m. "
-        f"ODI: {rng.randint(10, 55)}%.",
+        f"SLR {'positive ' + s if case.name == 'radicular' else 'neg bilat'}. 6MWT: {_int(rng, 250, 520)} m. "
+        f"ODI: {_int(rng, 10, 55)}%.",
         f"A: {case.assessment}",
-        f"P: PT {rng.choice(('2x/wk x 6 wks', '1-2x/wk x 8 wks'))}. Core stabilization, neural mobility, "
+        f"P: PT {_pick(rng, ('2x/wk x 6 wks', '1-2x/wk x 8 wks'))}. Core stabilization, neural mobility, "
         "walking program, "
         "HEP issued. " + ("Sent message to referring provider re: weakness." if weak else ""),
-        f"Goals: ODI < {rng.randint(10, 20)}% in 6 wks; return to work full duty; sit 60 min without pain.",
+        f"Goals: ODI < {_int(rng, 10, 20)}% in 6 wks; return to work full duty; sit 60 min without pain.",
     ]
 
 
@@ -709,11 +723,14 @@ def compose(rng: random.Random, pt: Patient, case: Case, style: str, target: int
     if target > 4000 and pt.history:
         pads.insert(0, pad_copy_forward)
     extra, length = [], len(text)
+    limit = min(MAX_CHARS, target + 150)
     for pad in pads:
         if length >= target - 150:
             break
+        if length + PAD_MIN_CHARS[pad] > limit:
+            continue  # cannot fit: do not spend time writing it
         block = pad(rng, pt)
-        if block and length + len(block) <= min(MAX_CHARS, target + 150):
+        if block and length + len(block) <= limit:
             extra.append(block)
             length += len(block) + len(sep)
     if extra:
@@ -732,8 +749,8 @@ def patient_visits(seed: int, number: int) -> Iterator[tuple[dict, list[dict]]]:
     """One patient's notes and the orders placed at each visit."""
     rng = random.Random(seed * 1_000_003 + number)
     pt = make_patient(rng, number)
-    day = EPOCH + dt.timedelta(days=rng.randint(0, 3650))
-    for visit in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
+    day = EPOCH + dt.timedelta(days=_int(rng, 0, 3650))
+    for visit in range(_pick(rng, (1, 1, 1, 2, 2, 3, 4))):
         case_name = _weighted(rng, CASES)
         case = make_case(rng, pt, case_name)
         target = length_target(rng)
@@ -745,7 +762,7 @@ def patient_visits(seed: int, number: int) -> Iterator[tuple[dict, list[dict]]]:
         note = {"note_id": note_id, "patient_id": pt.id, "note_date": day.isoformat(), "encounter_id": encounter_id,
                 "text": text}
         yield note, make_orders(rng, case_name, note)
-        day += dt.timedelta(days=rng.choice((3, 10, 30, 90, 200, 400)))
+        day += dt.timedelta(days=_pick(rng, (3, 10, 30, 90, 200, 400)))
 
 
 def make_orders(rng: random.Random, case_name: str, note: dict) -> list[dict]:
@@ -754,10 +771,10 @@ def make_orders(rng: random.Random, case_name: str, note: dict) -> list[dict]:
         return []
     orders = []
     for k in range(1 if rng.random() < 0.85 else 2):
-        kind = rng.choice(kinds)
-        description, cpt = rng.choice(OTHER_ORDERS if kind == "other" else LUMBAR_ORDERS[kind])
+        kind = _pick(rng, kinds)
+        description, cpt = _pick(rng, OTHER_ORDERS if kind == "other" else LUMBAR_ORDERS[kind])
         link = rng.random()
-        order_date = dt.date.fromisoformat(note["note_date"]) + dt.timedelta(days=rng.choice((0, 0, 0, 1, 2, 5, 40)))
+        order_date = dt.date.fromisoformat(note["note_date"]) + dt.timedelta(days=_pick(rng, (0, 0, 0, 1, 2, 5, 40)))
         orders.append({
             "order_id": f"O{note['note_id'][1:]}-{k}",
             "patient_id": note["patient_id"],
@@ -766,10 +783,10 @@ def make_orders(rng: random.Random, case_name: str, note: dict) -> list[dict]:
             "order_date": order_date.isoformat(),
             "description": description if rng.random() < 0.9 else "",
             "cpt": cpt if rng.random() < 0.6 else "",
-            "priority": {"ces": "STAT", "foot_drop": "urgent", "infection": "STAT"}.get(case_name, rng.choice(
-                ("routine", "routine", "routine", "urgent"))),
-            "provider": rng.choice(PROVIDERS),
-            "site": rng.choice(SITES),
+            "priority": {"ces": "STAT", "foot_drop": "urgent", "infection": "STAT"}.get(
+                case_name, _pick(rng, ("routine", "routine", "routine", "urgent"))),
+            "provider": _pick(rng, PROVIDERS),
+            "site": _pick(rng, SITES),
         })
         if not orders[-1]["description"] and not orders[-1]["cpt"]:
             orders[-1]["description"] = description
