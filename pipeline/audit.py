@@ -75,6 +75,31 @@ class Order:
                    site=text_or_none(record.get("site")))
 
 
+class CompactSummary(Mapping):
+    """A note summary as one tuple of values and a key tuple shared by all summaries of that shape: the
+    auditor keeps one per imaging order until a run ends, so this is what its memory grows with."""
+
+    __slots__ = ("_keys", "_values")
+    _SHAPES: dict[tuple, tuple[tuple, dict]] = {}
+
+    def __init__(self, summary: Mapping):
+        keys = tuple(summary)
+        self._keys = self._SHAPES.setdefault(keys, (keys, {k: i for i, k in enumerate(keys)}))
+        self._values = tuple(summary.values())
+
+    def __getitem__(self, key):
+        return self._values[self._keys[1][key]]
+
+    def __iter__(self):
+        return iter(self._keys[0])
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __reduce__(self):
+        return CompactSummary, (dict(zip(self._keys[0], self._values)),)
+
+
 @dataclass(frozen=True)
 class NoteRef:
     """What the auditor needs of a note: its ids, date, summary and the evidence texts per label."""
@@ -86,6 +111,10 @@ class NoteRef:
     note_date: dt.date | None = None
     evidence: Mapping[str, Sequence[str]] | None = None
     seq: int = 0
+
+    def __post_init__(self):  # kept per order until a run ends: as small as it can be
+        if not isinstance(self.summary, CompactSummary):
+            object.__setattr__(self, "summary", CompactSummary(self.summary))
 
     def as_json(self) -> dict:
         return {"note_id": self.note_id, "summary": dict(self.summary), "patient_id": self.patient_id,
