@@ -50,13 +50,15 @@ class Literal(tuple):
         return not (self.right and end < len(lower) and _WORD.match(lower, end))
 
 
-def required_literals(pattern: str, min_literal: int = MIN_LITERAL) -> frozenset[Literal] | None:
+def required_literals(pattern: str, min_literal: int = MIN_LITERAL, parsed=None) -> frozenset[Literal] | None:
     """Lower-case `Literal`s such that every match of `pattern` (compiled case-insensitively)
-    contains one of them; None when no such set of useful literals can be shown."""
-    try:
-        parsed = sre_parse.parse(pattern, re.IGNORECASE)
-    except re.error:
-        return None
+    contains one of them; None when no such set of useful literals can be shown. `parsed`: the
+    pattern already parsed by `sre_parse`, if the caller has it."""
+    if parsed is None:
+        try:
+            parsed = sre_parse.parse(pattern, re.IGNORECASE)
+        except re.error:
+            return None
     found = _sequence(list(parsed))
     if not found:
         return None
@@ -66,6 +68,12 @@ def required_literals(pattern: str, min_literal: int = MIN_LITERAL) -> frozenset
     # "cancer survivor" adds nothing when "cancer" (with no boundary to check) is required anyway
     plain = [lit.text for lit in literals if not (lit.left or lit.right)]
     return frozenset(lit for lit in literals if not any(p != lit.text and p in lit.text for p in plain))
+
+
+def analyse(pattern: str, flags: int, min_literal: int = MIN_LITERAL) -> tuple[re.Pattern, frozenset[Literal] | None]:
+    """The pattern compiled with its first-character lookahead, and its required literals: one parse."""
+    parsed = sre_parse.parse(pattern, flags | re.IGNORECASE)
+    return _with_first(pattern, flags, parsed), required_literals(pattern, min_literal, parsed)
 
 
 def _literal(marked: str) -> Literal:
@@ -236,12 +244,16 @@ def with_first_characters(regex: re.Pattern) -> re.Pattern:
         parsed = sre_parse.parse(regex.pattern, regex.flags)
     except re.error:
         return regex
+    return _with_first(regex.pattern, regex.flags, parsed, regex)
+
+
+def _with_first(pattern: str, flags: int, parsed, compiled: re.Pattern | None = None) -> re.Pattern:
     first, nullable = _first(list(parsed))
     if first is None or nullable or not first:
-        return regex
-    flags = _GLOBAL_FLAGS.match(regex.pattern)
-    head = flags.group(0) if flags else ""
-    return re.compile(f"{head}(?=[{''.join(sorted(first))}]){regex.pattern[len(head):]}", regex.flags)
+        return compiled or re.compile(pattern, flags)
+    head = _GLOBAL_FLAGS.match(pattern)
+    head = head.group(0) if head else ""
+    return re.compile(f"{head}(?=[{''.join(sorted(first))}]){pattern[len(head):]}", flags)
 
 
 def _first(items: list) -> tuple[set[str] | None, bool]:

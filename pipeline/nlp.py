@@ -123,13 +123,25 @@ def _faster_regex_matching(component) -> None:
     from medspacy.common.regex_matcher import RegexMatcher
 
     class FastRegexMatcher(RegexMatcher):
-        gated: GatedRegexes | None = None
+        gated: tuple | None = None
 
-        def __call__(self, doc: Doc):
+        def add(self, match_id: str, regex_rules, on_match=None):
+            """Keep the patterns uncompiled: `gate` compiles each once, with its lookahead."""
+            if match_id not in self.vocab:
+                self.vocab.strings.add(match_id)
+            key = self.vocab.strings[match_id]
+            self._patterns.setdefault(key, []).extend((p, self.flags) for p in regex_rules)
+            self._callbacks[key] = on_match
+            self.gated = None
+
+        def gate(self) -> tuple:
             if self.gated is None:
                 keys = [key for key, patterns in self._patterns.items() for _ in patterns]
                 self.gated = (keys, GatedRegexes([p for patterns in self._patterns.values() for p in patterns]))
-            keys, gated = self.gated
+            return self.gated
+
+        def __call__(self, doc: Doc):
+            keys, gated = self.gate()
             text = doc.text_with_ws
             window = doc.user_data.get("lbp_window")
             sentences = list(window.kept_starts) if window is not None and window.reduced == text else [0]
@@ -154,6 +166,14 @@ def _window_matching(component) -> None:
     from medspacy.common.regex_matcher import RegexMatcher
 
     class WindowRegexMatcher(RegexMatcher):
+        def add(self, match_id: str, regex_rules, on_match=None):
+            """Keep the rule (its key and callback) without compiling it: `Scanner` runs the regexes."""
+            if match_id not in self.vocab:
+                self.vocab.strings.add(match_id)
+            key = self.vocab.strings[match_id]
+            self._patterns.setdefault(key, []).extend(regex_rules)
+            self._callbacks[key] = on_match
+
         def __call__(self, doc: Doc):
             window = doc.user_data.get("lbp_window")
             if window is None or window.reduced != doc.text:
@@ -399,6 +419,7 @@ def build(rules: Optional[RuleSet] = None, rules_dir: Union[str, Path, None] = N
     context_rules = [_context_rule(ConTextRule, r) for r in ruleset.context_rules]
     context.add(context_rules)
     if fast:
+        _medspacy_matcher(context)._MedspacyMatcher__regex_matcher.gate()  # before any fork
         _phrase_token_patterns(context, context_rules, nlp)
         _context_by_sentence(context)
     nlp.meta["lbp_rules_digest"] = ruleset.digest

@@ -14,7 +14,7 @@ import re
 import ahocorasick
 from dataclasses import dataclass
 
-from .literals import UNFOLDABLE, required_literals, with_first_characters
+from .literals import UNFOLDABLE, analyse
 from .rules import RuleSet
 from .sections import Section, sections_from_matches
 from .sentences import sentence_starts
@@ -68,9 +68,11 @@ class GatedRegexes:
     the note with its non-word characters blanked, so a literal that needs a word boundary is looked
     for with a blank on that side ("ca" after a boundary → " ca") and rarely hits inside words."""
 
-    def __init__(self, regexes: list[re.Pattern], min_literal: int = 2):
-        self.regexes = [with_first_characters(r) for r in regexes]
-        self.literals = [required_literals(r.pattern, min_literal) for r in regexes]
+    def __init__(self, regexes: list[re.Pattern | tuple[str, int]], min_literal: int = 2):
+        """`regexes`: compiled, or (pattern, flags) to be compiled here (once, with the lookahead)."""
+        analysed = [analyse(*(r if isinstance(r, tuple) else (r.pattern, r.flags)), min_literal) for r in regexes]
+        self.regexes = [regex for regex, _ in analysed]
+        self.literals = [literals for _, literals in analysed]
         # literals with a letter or digit are looked for in the blanked note; "(-)", ":" as they are
         self.automaton, self.punctuation = ahocorasick.Automaton(), ahocorasick.Automaton()
         owners: dict[tuple[bool, str], list[int]] = {}
@@ -167,7 +169,7 @@ class Scanner:
         """`target_patterns`: one regex per target rule, in the order the target matcher holds them."""
         self.section_rules = list(rules.section_rules)
         self.sections = GatedRegexes([rule.regex for rule in self.section_rules], min_literal=1)
-        self.targets = GatedRegexes([re.compile(p, re.IGNORECASE) for p in target_patterns])
+        self.targets = GatedRegexes([(p, re.IGNORECASE) for p in target_patterns])
 
     def prepare(self, text: str, keep_all: bool = False) -> Window:
         """The note's window: every sentence when `keep_all`, else those holding a target match."""
