@@ -45,14 +45,14 @@ STAGED = "input"  # DIR/_parts/input: CSV / JSONL / .txt / database notes staged
 _ERROR = "_error"  # a staged record's reason when the driver's check found it not a note
 _DUPLICATE = "_dup"
 _STORAGE = re.compile(r"^(?:s3a?|s3n|gs|abfss?|wasbs?|hdfs|dbfs|file):", re.IGNORECASE)
+_LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 _SPARK_TYPES = {"string": "string", "int64": "bigint", "bool": "boolean", "double": "double"}
 
 
 def session(master: str | None = None):
     """The active SparkSession, else a new one on `master` (default: $LBP_SPARK_MASTER, else local[*]):
-    no UI, quiet logs, UTC session time zone, and, in local mode, nothing bound beyond loopback. Workers run
+    no UI, quiet logs, UTC session time zone; in local mode nothing bound beyond loopback, and workers run
     this interpreter unless PYSPARK_PYTHON says otherwise."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -66,8 +66,10 @@ def session(master: str | None = None):
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.session.timeZone", "UTC"))
     if master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+        builder = (builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+                   .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_LOG_CONFIG.as_uri()}"))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
