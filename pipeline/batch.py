@@ -319,6 +319,18 @@ def chunk_done(output: ChunkOutput, seconds: float) -> dict:
             "peak_rss_mb": _peak_rss_mb(), "refs": [ref.as_json() for ref in output.refs]}
 
 
+def _start_method() -> str:
+    """fork where the platform has it (Linux): workers inherit the imported modules and the built
+    pipeline, where spawn costs each worker seconds of imports and a pipeline build. Our readers start
+    no threads before the pool; LBP_START_METHOD=spawn chooses the other."""
+    import multiprocessing
+
+    wanted = os.environ.get("LBP_START_METHOD")
+    if wanted:
+        return wanted
+    return "fork" if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -443,7 +455,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         jobs: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE, resume: bool = False, progress: bool = False,
         keep_parts: bool = False, rules_dir: str | Path | None = None, table: str | None = None,
         query: str | None = None, orders_table: str | None = None, orders_query: str | None = None,
-        omop: bool = False, to_sql: str | None = None, engine: str = "local", start_method: str = "spawn",
+        omop: bool = False, to_sql: str | None = None, engine: str = "local", start_method: str | None = None,
         say: Callable[[str], None] = _say) -> dict:
     """Extract findings from every note of `notes_path`, audit the orders of `orders_path` (if given)
     and write the tables to `out_dir`, `chunk_size` input records at a time on `jobs` processes.
@@ -549,6 +561,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
+            start_method = start_method or _start_method()
             if start_method == "fork":  # build once here: forked workers find it in the cache
                 cached_extractor(rules_dir, rules.digest)
 
