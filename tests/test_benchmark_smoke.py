@@ -124,6 +124,12 @@ def test_bench_target_checks(bench):
     # 60 % of the floor; 12 x medspaCy; 1.5 x with 2 jobs; +33 % RSS at 100k; a 1,100 MB process
     assert [c["status"] for c in checks] == ["pass", "pass", "FAIL", "FAIL", "FAIL"]
     assert "+33.3 %" in checks[3]["measured"] and "1100 MB" in checks[4]["measured"]
+    # the floor waited for the CPU half the time: the ratio is judged by notes per CPU second
+    rows["floor"].update(notes=1000, seconds=10.0, cpu_seconds=5.0, id="floor")
+    rows["lbp-j1-excl"].update(notes=1000, seconds=1000 / 60.0, cpu_seconds=1000 / 60.0, id="lbp-j1-excl")
+    starved = bench.target_checks(rows, rss)[0]
+    assert starved["status"] == "FAIL" and starved["measured"].startswith("30.0 %")
+    assert "floor had 50 % of a core" in starved["measured"]
     none = bench.target_checks({}, [])
     assert {c["status"] for c in none} == {"not measured"}
 
