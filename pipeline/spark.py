@@ -181,15 +181,31 @@ def _extracted(frame, rows: int, settings: ChunkSettings, chunk_size: int, stage
     """One row per table of each chunk (Parquet bytes) and one per chunk's done marker (JSON), cached."""
     from pyspark import StorageLevel
 
-    chunks = max(1, -(-rows // chunk_size))
     from pyspark.sql import functions as F
 
-    ordered = frame.withColumn("_chunk", F.expr(f"seq DIV {int(chunk_size)}")) \
-        .repartitionByRange(chunks, "_chunk").sortWithinPartitions("seq")
+    chunks = max(1, -(-rows // chunk_size))
+    keys = _partition_keys(frame.sparkSession, chunks)  # chunk i → partition i, one chunk per task
+    key = F.element_at(F.array(*(F.lit(k) for k in keys)), F.expr(f"seq DIV {int(chunk_size)}").cast("int") + 1) \
+        .cast("long")  # hashed as the longs of spark.range
+    ordered = frame.repartition(chunks, key.alias("_key")).sortWithinPartitions("seq")
     task = functools.partial(_extract_partition, settings=settings, chunk_size=chunk_size, staged=staged)
     parts = ordered.mapInArrow(task, PART_COLUMNS).persist(StorageLevel.MEMORY_AND_DISK)
     parts.count()  # every chunk extracted once, in parallel; the driver then reads the cache
     return parts
+
+
+def _partition_keys(spark, n: int) -> list[int]:
+    """For each partition i < n, a number that `repartition(n, ...)` sends there: Spark's hash partitioning
+    is pmod(hash(key), n), which SQL's `hash` computes, so a small search over 0, 1, 2, … finds them."""
+    from pyspark.sql import functions as F
+
+    found: dict[int, int] = {}
+    size = 16 * n
+    while len(found) < n:
+        candidates = spark.range(size).select("id", F.expr(f"pmod(hash(id), {n})").alias("p"))
+        found = {row["p"]: row["k"] for row in candidates.groupBy("p").agg(F.min("id").alias("k")).collect()}
+        size *= 4
+    return [found[i] for i in range(n)]
 
 
 def _extract_partition(batches, settings: ChunkSettings, chunk_size: int, staged: bool) -> Iterator:
@@ -305,8 +321,8 @@ class SparkNotes:
         extracted = _extracted(frame, rows, settings, chunk_size, staged=self.kind == "staged")
         cached.append(extracted)
         chunks = 0
-        try:
-            for row in extracted.toLocalIterator():
+        try:  # one partition of ~64 chunks' parts on the driver at a time
+            for row in extracted.coalesce(max(1, -(-rows // (64 * chunk_size)))).toLocalIterator():
                 if row["name"] == DONE:
                     done = json.loads(row["data"])
                     _write_bytes(json.dumps(done, indent=2).encode("utf-8") + b"\n", parts.marker(row["chunk"]))

@@ -1,6 +1,7 @@
 """`run --engine spark` and `audit_dataframe`: the same tables as the local engine, on Spark in local mode."""
 import datetime as dt
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -183,6 +184,23 @@ def test_spark_audit_dataframe_maps_columns_without_snippets(spark):
     assert [tuple(row) for row in tables["errors"].collect()] == [("n2", "empty text")]
 
 
-def test_spark_resume_is_refused(inputs, tmp_path, capsys):
-    assert main(["run", str(inputs[0]), "--out", str(tmp_path), "--engine", "spark", "--resume"]) == 2
-    assert "--resume is not available with --engine spark" in capsys.readouterr().err
+@pytest.mark.parametrize("args, message", [
+    (["--resume"], "--resume is not available with --engine spark"),
+    (["--table", "notes"], "give NOTES as 'spark'"),
+], ids=["resume", "table-of-a-file"])
+def test_spark_usage_errors(inputs, tmp_path, capsys, args, message):
+    assert main(["run", str(inputs[0]), "--out", str(tmp_path), "--engine", "spark", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_spark_readme_example_runs(spark, capsys):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(from pipeline\.spark .*?)```", readme, re.S).group(1)
+    namespace: dict = {}
+    exec(code.replace('"samples/', f'"{ROOT / "samples"}/'), namespace)
+    assert namespace["spark"] is spark
+    local = pd.read_csv(ROOT / "samples" / "orders.csv")
+    assert "verdict" in capsys.readouterr().out
+    assert namespace["tables"]["audit"].where("order_id != ''").count() + \
+        namespace["tables"]["unmatched_orders"].count() == len(local)
+    assert namespace["tables"]["notes"].count() == len(pd.read_csv(ROOT / "samples" / "notes.csv"))
