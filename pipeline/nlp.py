@@ -15,6 +15,7 @@ from itertools import product
 from pathlib import Path
 
 import spacy
+from spacy.attrs import IDX
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
@@ -62,8 +63,8 @@ class WindowMarker:
         self.scanner: Scanner | None = None
 
     def __call__(self, doc: Doc) -> Doc:
-        window = doc.user_data.get("lbp_window")
-        if window is None or window.reduced != doc.text:
+        window = doc.user_data.get("lbp_window")  # a doc made from `window.reduced` (Extractor.pipe)
+        if window is None:  # `doc.text` joins every token: read once, here
             window = self.scanner.prepare(doc.text, keep_all=True)
             doc.user_data["lbp_window"] = window
         doc._.lbp_sections = window.sections
@@ -142,9 +143,9 @@ def _faster_regex_matching(component) -> None:
 
         def __call__(self, doc: Doc):
             keys, gated = self.gate()
-            text = doc.text_with_ws
             window = doc.user_data.get("lbp_window")
-            sentences = list(window.kept_starts) if window is not None and window.reduced == text else [0]
+            text = window.reduced if window is not None else doc.text_with_ws  # `doc.text` joins every token
+            sentences = list(window.kept_starts) if window is not None else [0]
             edges = _TokenEdges(doc)
             matches = []
             for index, found in gated.matches(text, sentences):
@@ -176,7 +177,7 @@ def _window_matching(component) -> None:
 
         def __call__(self, doc: Doc):
             window = doc.user_data.get("lbp_window")
-            if window is None or window.reduced != doc.text:
+            if window is None:
                 raise ValueError("the target matcher needs the doc's lbp_window (run lbp_windows first)")
             keys = list(self._patterns)
             edges = _TokenEdges(doc)
@@ -302,7 +303,7 @@ class _TokenEdges:
     """Character offsets → token indices for one doc, widening to token edges as medspaCy does."""
 
     def __init__(self, doc: Doc):
-        self.starts = [token.idx for token in doc]
+        self.starts = doc.to_array(IDX).tolist() if len(doc) else []
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         first = max(0, bisect.bisect_right(self.starts, start) - 1)
