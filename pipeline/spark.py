@@ -26,16 +26,17 @@ import os
 import re
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 from urllib.parse import unquote
 
 from .audit import DEFAULT_WINDOW_DAYS, NoteRef, OrderMatcher
-from .batch import (DEFAULT_CHUNK_SIZE, NOTE_COLUMNS, Chunk, ChunkSettings, NoteValidator, Parts, check_note,
-                    chunk_done, chunks_of, note_key, process_chunk, read_orders, table_schemas)
+from .batch import (DEFAULT_CHUNK_SIZE, NOTE_COLUMNS, Chunk, ChunkSettings, NoteValidator, Parts, RunError,
+                    check_note, chunk_done, chunks_of, note_key, process_chunk, read_orders, table_schemas)
 from .sources import Renamer, fingerprint, format_of
-from .tables import InputError, UsageError, to_arrow
+from .tables import InputError, UsageError, to_arrow, write_json
 
 MASTER_ENV = "LBP_SPARK_MASTER"
 CATALOG = "spark"  # NOTES that names the session's catalog (with --table)
@@ -84,15 +85,15 @@ def _col(name: str):
     return F.col("`" + name.replace("`", "``") + "`")
 
 
-def _our_columns(frame, columns: dict | None, where: str, *extra: str):
+def _our_columns(frame, columns: dict | None, where: str, *extra):
     """`frame` with our column names (`columns` maps ours to theirs, as --id-column / --text-column do)."""
     names = Renamer(columns, NOTE_COLUMNS).check(frame.columns, ("note_id", "text"), where)
     return frame.select(*(_col(theirs).alias(ours) for theirs, ours in names.items()), *extra)
 
 
 def _numbered_by_partition(frame):
-    """`frame` with `seq`, its rows' positions in partition order (as `collect()` returns them), cached so the
-    numbers stay put; and its row count."""
+    """(`frame` with `seq`, its rows' positions in partition order as `collect()` returns them; its row count;
+    the cached frame behind it, which keeps the numbers put until it is unpersisted)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -111,8 +112,8 @@ def _numbered_by_partition(frame):
 
 
 def _numbered_parquet(spark, spec: str, columns: dict | None):
-    """The Parquet notes at `spec` (a file, a folder of `.parquet` parts, or a URI Spark reads) with `seq`:
-    files in name order as the local engine reads them, then row index; and the row count."""
+    """(the Parquet notes at `spec` (a file, a folder of `.parquet` parts, or a URI Spark reads) with `seq`:
+    files in name order as the local engine reads them, then row index; the row count)."""
     from pyspark.sql import functions as F
 
     path = Path(spec)
@@ -301,39 +302,52 @@ class SparkNotes:
         """Read, check and extract every note on Spark; write each chunk's parts and done marker under `parts`
         as the local engine does, and `settle` each chunk."""
         clock = time.perf_counter()
-        spark = spark or session()
+        with _spark_errors("could not start Spark (is Java 17 installed?)"):
+            spark = spark or session()
         start_seconds = time.perf_counter() - clock
         clock = time.perf_counter()
-        cached = []
-        if self.kind == "staged":
-            staged = parts.root / STAGED / "notes.parquet"
-            rows = _stage(self.source, staged, chunk_size)
-            frame = spark.read.parquet(str(staged))
-        elif self.kind == "parquet":
-            frame, rows = _numbered_parquet(spark, self.spec, self.columns)
-        else:
-            frame, rows, marked = _numbered_by_partition(_our_columns(spark.table(self.table), self.columns,
-                                                                      self.table))
-            cached.append(marked)
-        stage_seconds = time.perf_counter() - clock
-        if self.kind != "staged":
-            frame = _duplicates_marked(frame)
-        extracted = _extracted(frame, rows, settings, chunk_size, staged=self.kind == "staged")
-        cached.append(extracted)
-        chunks = 0
-        try:  # one partition of ~64 chunks' parts on the driver at a time
-            for row in extracted.coalesce(max(1, -(-rows // (64 * chunk_size)))).toLocalIterator():
-                if row["name"] == DONE:
-                    done = json.loads(row["data"])
-                    _write_bytes(json.dumps(done, indent=2).encode("utf-8") + b"\n", parts.marker(row["chunk"]))
-                    settle(done, False)
-                    chunks += 1
+        cached, chunks = [], 0
+        with _spark_errors("the Spark job failed"):
+            try:
+                if self.kind == "staged":
+                    staged = parts.root / STAGED / "notes.parquet"
+                    rows = _stage(self.source, staged, chunk_size)
+                    frame = spark.read.parquet(str(staged))
+                elif self.kind == "parquet":
+                    frame, rows = _numbered_parquet(spark, self.spec, self.columns)
                 else:
-                    _write_bytes(row["data"], parts.part(row["name"], row["chunk"]))
-        finally:
-            for frame in cached:
-                frame.unpersist()
+                    frame, rows, marked = _numbered_by_partition(_our_columns(spark.table(self.table), self.columns,
+                                                                              self.table))
+                    cached.append(marked)
+                stage_seconds = time.perf_counter() - clock
+                if self.kind != "staged":
+                    frame = _duplicates_marked(frame)
+                extracted = _extracted(frame, rows, settings, chunk_size, staged=self.kind == "staged")
+                cached.append(extracted)
+                # one partition of ~64 chunks' parts on the driver at a time
+                for row in extracted.coalesce(max(1, -(-rows // (64 * chunk_size)))).toLocalIterator():
+                    if row["name"] == DONE:  # after the chunk's parts, as in the local engine
+                        done = json.loads(row["data"])
+                        write_json(done, parts.marker(row["chunk"]))
+                        settle(done, False)
+                        chunks += 1
+                    else:
+                        _write_bytes(row["data"], parts.part(row["name"], row["chunk"]))
+            finally:
+                for frame in cached:
+                    frame.unpersist()
         return SparkRun(rows, chunks, spark.sparkContext.defaultParallelism, start_seconds, stage_seconds)
+
+
+@contextmanager
+def _spark_errors(what: str):
+    """A Spark or Py4J error as one line (its type, never its message, which may quote rows)."""
+    try:
+        yield
+    except Exception as err:
+        if type(err).__module__.split(".")[0] not in ("pyspark", "py4j"):
+            raise
+        raise RunError(f"{what} ({type(err).__name__}); see the Spark logs") from None
 
 
 def _maybe_database(spec: str) -> bool:

@@ -204,3 +204,10 @@ def test_spark_readme_example_runs(spark, capsys):
     assert namespace["tables"]["audit"].where("order_id != ''").count() + \
         namespace["tables"]["unmatched_orders"].count() == len(local)
     assert namespace["tables"]["notes"].count() == len(pd.read_csv(ROOT / "samples" / "notes.csv"))
+
+
+def test_spark_job_failure_is_one_line(spark, tmp_path, capsys):
+    missing = (tmp_path / "nowhere" / "notes.parquet").as_uri()
+    assert main(["run", missing, "--out", str(tmp_path / "out"), "--engine", "spark"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["lbp-audit: error: the Spark job failed (AnalysisException); see the Spark logs"]
