@@ -181,7 +181,6 @@ def _note_keys(batches):
 def _extracted(frame, rows: int, settings: ChunkSettings, chunk_size: int, staged: bool):
     """One row per table of each chunk (Parquet bytes) and one per chunk's done marker (JSON), cached."""
     from pyspark import StorageLevel
-
     from pyspark.sql import functions as F
 
     chunks = max(1, -(-rows // chunk_size))
