@@ -6,6 +6,7 @@ and example phrases live in each rule's `metadata`), section rules in our own sm
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 from dataclasses import dataclass, field
@@ -70,6 +71,11 @@ def packaged_dir(source_name: str, package: str) -> Path:
     source = Path(__file__).resolve().parent.parent / source_name
     if source.is_dir():
         return source
+    # the data folders are namespace packages (no __init__.py), for which resources.files gives a
+    # MultiplexedPath whose str() is not a path: take the package's folder from its spec instead
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
     return Path(str(resources.files(package)))
 
 
