@@ -107,14 +107,20 @@ def _context_assertion(ent: Span) -> tuple[str, str | None, str | None]:
     return "present", None, None
 
 
+def entities(doc: Doc):
+    """The doc's entities: the target matcher's own spans when it left them (`doc.ents` rebuilds its
+    spans from every token on each call), else `doc.ents`."""
+    spans = doc.user_data.get("lbp_ents")
+    return spans if spans is not None else doc.ents
+
+
 def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
     """One `Finding` per (matched target, label), with assertion, laterality, progression and section."""
     findings = []
     window = doc.user_data.get("lbp_window")
     sections = window.sections if window else doc._.lbp_sections
     text = window.text if window else doc.text
-    # the target matcher's own spans: `doc.ents` would rebuild them from every token (see nlp.entities)
-    for ent in doc.user_data["lbp_ents"] if "lbp_ents" in doc.user_data else doc.ents:
+    for ent in entities(doc):
         meta = ent._.target_rule.metadata
         polarity = meta.get("polarity", "positive")
         if polarity == "mask":

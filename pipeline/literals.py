@@ -1,7 +1,7 @@
 """Required literals of a regular expression: strings one of which every match must contain.
 
-A note is scanned for these first (`str.find` runs at memory speed), and a rule's regex runs only
-on the sentences or lines where one of its literals occurs. That is what makes extraction cost
+A note is scanned for these first (one Aho-Corasick pass for every rule, see `windows.py`), and a
+rule's regex runs only on the sentences or lines where one of its literals occurs. That is what makes extraction cost
 grow with the findings in a note rather than with its length times the number of rules.
 
 The analysis is conservative: where it cannot prove a requirement (an optional part, a character
@@ -221,10 +221,10 @@ def _item(op, av, left: bool = False) -> set | None:
                 return None
             out |= required
         return out
-    if op in (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None)):
+    if op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
         low, _high, body = av
         return _sequence(list(body)) if low >= 1 else None
-    if op == C.ATOMIC_GROUP if hasattr(C, "ATOMIC_GROUP") else False:
+    if op == C.ATOMIC_GROUP:
         return _sequence(list(av))
     return None
 
@@ -297,7 +297,7 @@ def _first_of(op, av) -> tuple[set[str] | None, bool]:
             found |= first
             nullable = nullable or empty
         return found, nullable
-    if op in (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None)):
+    if op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
         low, _high, body = av
         first, nullable = _first(list(body))
         return first, nullable or low == 0

@@ -19,10 +19,11 @@ from spacy.attrs import IDX
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
+from .findings import entities
 from .rules import RuleSet, load_rules
 from .sections import find_sections
 from .sentences import sentence_starts, set_sentence_starts
-from .windows import GatedRegexes, Scanner, token_pattern_regex
+from .windows import GatedRegexes, Scanner
 
 PIPELINE_NAME = "lbp.red_flags.v1"
 
@@ -128,11 +129,7 @@ def _faster_regex_matching(component) -> None:
 
         def add(self, match_id: str, regex_rules, on_match=None):
             """Keep the patterns uncompiled: `gate` compiles each once, with its lookahead."""
-            if match_id not in self.vocab:
-                self.vocab.strings.add(match_id)
-            key = self.vocab.strings[match_id]
-            self._patterns.setdefault(key, []).extend((p, self.flags) for p in regex_rules)
-            self._callbacks[key] = on_match
+            _keep_uncompiled(self, match_id, [(p, self.flags) for p in regex_rules], on_match)
             self.gated = None
 
         def gate(self) -> tuple:
@@ -161,6 +158,16 @@ def _faster_regex_matching(component) -> None:
     _medspacy_matcher(component)._MedspacyMatcher__regex_matcher.__class__ = FastRegexMatcher
 
 
+def _keep_uncompiled(matcher, match_id: str, patterns: list, on_match) -> None:
+    """What medspaCy's RegexMatcher.add records (the rule's key, its patterns, its callback), but
+    with the patterns left as they are: our matchers compile them their own way, or not at all."""
+    if match_id not in matcher.vocab:
+        matcher.vocab.strings.add(match_id)
+    key = matcher.vocab.strings[match_id]
+    matcher._patterns.setdefault(key, []).extend(patterns)
+    matcher._callbacks[key] = on_match
+
+
 def _window_matching(component) -> None:
     """The target matcher takes the matches `Scanner.prepare` found on the raw text (every target rule
     is a regex in the fast pipeline) instead of running each rule over the doc again."""
@@ -169,11 +176,7 @@ def _window_matching(component) -> None:
     class WindowRegexMatcher(RegexMatcher):
         def add(self, match_id: str, regex_rules, on_match=None):
             """Keep the rule (its key and callback) without compiling it: `Scanner` runs the regexes."""
-            if match_id not in self.vocab:
-                self.vocab.strings.add(match_id)
-            key = self.vocab.strings[match_id]
-            self._patterns.setdefault(key, []).extend(regex_rules)
-            self._callbacks[key] = on_match
+            _keep_uncompiled(self, match_id, regex_rules, on_match)
 
         def __call__(self, doc: Doc):
             window = doc.user_data.get("lbp_window")
@@ -284,12 +287,6 @@ def _context_by_sentence(component) -> None:
             return doc
 
     component.__class__ = SentenceConText
-
-
-def entities(doc: Doc):
-    """The doc's entities: the target matcher's own spans when it left them, else `doc.ents`."""
-    spans = doc.user_data.get("lbp_ents")
-    return spans if spans is not None else doc.ents
 
 
 def _overlaps_any(span: tuple[int, int], sorted_spans: list[tuple[int, int]]) -> bool:
@@ -436,16 +433,16 @@ def _split_leading_marks(nlp: Language) -> None:
 
 
 def _target_regex(rule: dict) -> str:
-    """Every target rule as a regex: phrase rules and plain token rules are spelled as one."""
+    """Every target rule as a regex: a phrase rule, or a plain token rule spelled out into its word
+    sequences (`_spell_out`), as those words separated by whitespace."""
     pattern = rule.get("pattern")
     if isinstance(pattern, str):
         return pattern
-    if pattern is None:
-        return r"(?<![\w])" + r"\s+".join(re.escape(w) for w in rule["literal"].split()) + r"(?![\w])"
-    regex = token_pattern_regex(pattern)
-    if regex is None:
+    sequences = [rule["literal"].split()] if pattern is None else _spell_out(pattern)
+    if not sequences or not all(word.isalnum() for words in sequences for word in words):
         raise ValueError(f"target rule {rule['metadata']['id']}: only plain LOWER token patterns are supported")
-    return regex
+    spelled = sorted((r"\s+".join(map(re.escape, words)) for words in sequences), key=len, reverse=True)
+    return r"(?<![\w])(?:" + "|".join(spelled) + r")(?![\w])"
 
 
 def _anchored(pattern):

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import bisect
 import re
+from dataclasses import dataclass, field
 
 import ahocorasick
-from dataclasses import dataclass
 
 from .literals import UNFOLDABLE, analyse
 from .rules import RuleSet
 from .sections import Section, sections_from_matches
 from .sentences import sentence_starts
 
-_SIMPLE_TOKEN_KEYS = {"LOWER", "OP"}
 CONTEXT_BEFORE = 24  # characters of the sentence before a kept one, for rules that look behind
 
 
@@ -37,16 +36,10 @@ class Window:
     pieces: tuple[tuple[int, int, int], ...]
     reduced: str
     matches: tuple[tuple[int, int, int], ...]
-    _note_starts: tuple[int, ...] = ()
-    _reduced_starts: tuple[int, ...] = ()
+    _reduced_starts: tuple[int, ...] = field(init=False, repr=False)
 
-    def to_note(self, char: int) -> int:
-        """A `reduced` offset as an offset in the note (separators map to the end of their piece)."""
-        i = bisect.bisect_right(self._reduced_starts, char) - 1
-        if i < 0:
-            return 0
-        start, end, reduced_start = self.pieces[i]
-        return min(start + char - reduced_start, end)
+    def __post_init__(self):
+        object.__setattr__(self, "_reduced_starts", tuple(p[2] for p in self.pieces))
 
     def to_note_span(self, start: int, end: int) -> tuple[int, int]:
         """A `reduced` span in the note's offsets, cut at the end of the piece it starts in."""
@@ -56,10 +49,12 @@ class Window:
 
     def sentence_at(self, char: int) -> tuple[int, int]:
         """(start, end) of the note's sentence holding offset `char`."""
-        i = bisect.bisect_right(self.sentence_starts, char) - 1
-        start = self.sentence_starts[i] if i >= 0 else 0
-        end = self.sentence_starts[i + 1] if i + 1 < len(self.sentence_starts) else len(self.text)
-        return start, end
+        return window_span(self.sentence_starts, bisect.bisect_right(self.sentence_starts, char) - 1, len(self.text))
+
+
+def window_span(starts, i: int, length: int) -> tuple[int, int]:
+    """(start, end) of window `i` of a text of `length` characters cut at `starts` (-1: before the first)."""
+    return (starts[i] if i >= 0 else 0), (starts[i + 1] if i + 1 < len(starts) else length)
 
 
 class GatedRegexes:
@@ -106,9 +101,7 @@ class GatedRegexes:
                 found.extend((index, m) for m in regex.finditer(text))
                 continue
             for w in sorted(hits.get(index, ())):
-                start = windows[w] if w >= 0 else 0
-                end = windows[w + 1] if w + 1 < len(windows) else len(text)
-                found.extend((index, m) for m in regex.finditer(text, start, end))
+                found.extend((index, m) for m in regex.finditer(text, *window_span(windows, w, len(text))))
         return found
 
     def _hits(self, lower: str, blanked: str, windows: list[int]) -> dict[int, set[int]]:
@@ -145,23 +138,6 @@ def blank(text: str) -> str:
     return text.translate(_ASCII_BLANKS) if text.isascii() else _NON_WORD.sub(" ", text)
 
 
-def token_pattern_regex(pattern: list[dict]) -> str | None:
-    """A regex for a token pattern of plain LOWER words (with IN lists and `?`), else None."""
-    parts = []
-    for token in pattern:
-        if set(token) - _SIMPLE_TOKEN_KEYS or token.get("OP") not in (None, "?"):
-            return None
-        lower = token["LOWER"]
-        words = lower["IN"] if isinstance(lower, dict) and set(lower) == {"IN"} else [lower] if isinstance(lower, str) else None
-        if not words:
-            return None
-        alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-        part = rf"(?:{alternatives})"
-        parts.append(f"(?:\\s+{part})?" if token.get("OP") == "?" and parts else
-                     f"(?:{part}\\s+)?" if token.get("OP") == "?" else (r"\s+" if parts else "") + part)
-    return r"(?<![\w])" + "".join(parts) + r"(?![\w])"
-
-
 class Scanner:
     """Sections, sentences and target matches of raw note text, from a rule set."""
 
@@ -191,8 +167,7 @@ class Scanner:
             kept = sorted(hit)
         pieces, parts, length, kept_starts = [], [], 0, []
         for i in kept:
-            start = starts[i]
-            end = starts[i + 1] if i + 1 < len(starts) else len(text)
+            start, end = window_span(starts, i, len(text))
             if pieces and pieces[-1][1] == start:
                 pieces[-1] = (pieces[-1][0], end, pieces[-1][2])
                 kept_starts.append(length)
@@ -210,12 +185,14 @@ class Scanner:
                 start = lead
             parts.append(text[start:end])
             length += end - start
-        note_starts = tuple(p[0] for p in pieces)
-        shift = lambda char: pieces[bisect.bisect_right(note_starts, char) - 1][2] - \
-            pieces[bisect.bisect_right(note_starts, char) - 1][0]
-        matches = tuple((index, start + shift(start), end + shift(start)) for index, start, end in found)
+        note_starts = [p[0] for p in pieces]
+        matches = []
+        for index, start, end in found:  # into `reduced`: every match lies in one piece
+            piece_start, _, reduced_start = pieces[bisect.bisect_right(note_starts, start) - 1]
+            shift = reduced_start - piece_start
+            matches.append((index, start + shift, end + shift))
         return Window(text, sections, tuple(starts), tuple(kept_starts), tuple(pieces), "".join(parts),
-                      matches, note_starts, tuple(p[2] for p in pieces))
+                      tuple(matches))
 
 
 def _line_starts(text: str) -> list[int]:
