@@ -21,7 +21,7 @@ import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -29,11 +29,12 @@ from . import __version__
 from .audit import (AUDIT_FIELDS, DEFAULT_WINDOW_DAYS, UNMATCHED_FIELDS, LinkKeys, NoteRef, Order, OrderMatcher,
                     missed_row, needs_imaging, note_rationale, parse_date, text_or_none)
 from .findings import FINDING_FIELDS, Finding
+from .provenance import environment, file_sha256, input_content
 from .scenarios import Edition, Recommendation, choose_edition, recommend
 from .sources import READ_ERROR
 from .summary import SUMMARY_FIELDS, evidence_by_label
-from .tables import (PASSTHROUGH_NOTE_COLUMNS, InputError, TableWriter, UsageError, arrow_schema, read_parts,
-                     read_records, to_arrow, write_json, write_part)
+from .tables import (PASSTHROUGH_NOTE_COLUMNS, InputError, TableWriter, UsageError, arrow_schema, private_files,
+                     read_parts, read_records, to_arrow, write_json, write_part)
 
 AUDIT_NOTE_FIELDS = ("scenarios", "urgency", "recommended", "rationale", "edition")
 ERROR_FIELDS = ("note_id", "reason")
@@ -44,6 +45,7 @@ NOTE_COLUMNS = ("note_id", "text", *PASSTHROUGH_NOTE_COLUMNS)  # what a chunk ca
 _SUMMARY_TYPES = {"age": "int", "duration_days": "int", "bilateral_deficit": "bool", "progressive_deficit": "bool",
                   "in_scope": "bool"}
 NOTE_TABLE_FIELDS = (*SUMMARY_FIELDS, *PASSTHROUGH_NOTE_COLUMNS, *AUDIT_NOTE_FIELDS)
+REFS_FIELDS = ("ref",)  # _parts/refs: one NoteRef as JSON a row
 
 
 def _finding_types() -> dict[str, str]:
@@ -281,7 +283,10 @@ def note_audit_fields(result, extra: dict, editions, forced_edition=None, parame
 
 
 class Parts:
-    """DIR/_parts: run.json (the run's fingerprint), <table>/part-<chunk>.parquet, done/<chunk>.json."""
+    """DIR/_parts: run.json (the run's fingerprint), <table>/part-<chunk>.parquet, done/<chunk>.json.
+
+    A done marker's NoteRefs quote their notes' evidence, so they go to refs/part-<chunk>.parquet beside the
+    tables' parts: no JSON file of a run (run.json, the markers, the manifest) ever holds note text."""
 
     def __init__(self, out_dir: Path):
         self.root = out_dir / PARTS
@@ -294,9 +299,19 @@ class Parts:
 
     def load_done(self, index: int) -> dict | None:
         try:
-            return json.loads(self.marker(index).read_text(encoding="utf-8"))
+            done = json.loads(self.marker(index).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+        if "refs" not in done:
+            refs = next(read_parts([self.part("refs", index)])).column("ref").to_pylist()
+            done["refs"] = [json.loads(ref) for ref in refs]
+        return done
+
+    def save_done(self, done: dict) -> None:
+        """A chunk's done marker (written last: a marker means every part is there), its refs as a part."""
+        write_part(to_arrow([{"ref": json.dumps(ref)} for ref in done["refs"]], arrow_schema(REFS_FIELDS)),
+                   self.part("refs", done["chunk"]))
+        write_json({k: v for k, v in done.items() if k != "refs"}, self.marker(done["chunk"]))
 
     def write(self, output: ChunkOutput, schemas: dict, seconds: float) -> dict:
         """Write a chunk's parts, then its done marker (last, so a marker means every part is there)."""
@@ -306,7 +321,7 @@ class Parts:
         for name, rows in tables.items():
             write_part(to_arrow(rows, schemas[name]), self.part(name, output.index))
         done = chunk_done(output, seconds)
-        write_json(done, self.marker(output.index))
+        self.save_done(done)
         return done
 
 
@@ -449,6 +464,19 @@ def _say(message: str) -> None:
     print(f"lbp-audit: {message}", file=sys.stderr)
 
 
+def _private_output(function):
+    """`function` run with every file it creates readable by the owner only (`tables.private_files`), unless
+    it is called with `shared_output=True` (then the user's umask decides)."""
+
+    @wraps(function)
+    def wrapper(*args, shared_output: bool = False, **kwargs):
+        with private_files(not shared_output):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_private_output
 def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", columns: dict | None = None,
         snippets: bool = True, extractor=None, orders_path: str | Path | None = None,
         edition: str | None = None, window_days: int = DEFAULT_WINDOW_DAYS, order_columns: dict | None = None, *,
@@ -459,8 +487,11 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         say: Callable[[str], None] = _say) -> dict:
     """Extract findings from every note of `notes_path`, audit the orders of `orders_path` (if given)
     and write the tables to `out_dir`, `chunk_size` input records at a time on `jobs` processes.
-    `resume` continues an interrupted run of the same inputs and options into the same `out_dir`."""
+    `resume` continues an interrupted run of the same inputs and options into the same `out_dir`.
+    `snippets=False` (`--no-text`) writes no note text into any table. Files are created readable by the
+    owner only unless `shared_output=True` is given (then the umask decides)."""
     started = time.perf_counter()
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if engine not in ("local", "spark"):
         raise UsageError(f"--engine {engine}: unknown (use local or spark)")
     if engine == "spark" and resume:
@@ -622,19 +653,26 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         timings["audit"] = time.perf_counter() - clock
     clock = time.perf_counter()
     paths: dict[str, str] = {}
+    table_rows: dict[str, int] = {}
     for name, make in tables.items():
         pieces = make()
         if name == "audit":
             pieces = _counting(pieces, verdicts, editions_used, judged)
-        paths[name] = str(_publish(out_dir, name, fmt, schemas[name], pieces))
+        paths[name] = str(_publish(out_dir, name, fmt, schemas[name], pieces, table_rows))
     if matcher is not None:
         out_counts.update({"orders_read": len(orders) + len(order_problems),
                            "orders_judged": judged["rows"],
                            "orders_unmatched": len(unmatched_rows),
                            "verdicts": {k: int(v) for k, v in verdicts.most_common()}})
     database = _publish_extras(out_dir, fmt, tables, paths, schemas, omop, to_sql, rules_dir,
-                               f"{state['pipeline'] or 'lbp'}; rules {rules.digest}")
+                               f"{state['pipeline'] or 'lbp'}; rules {rules.digest}", table_rows)
     timings["publish"] = time.perf_counter() - clock
+    clock = time.perf_counter()  # the inputs hashed once a run, at its end (a resumed run included)
+    input_hashes = {"notes": input_content(notes_path, fingerprints["notes"], notes_read)}
+    if audit_on:
+        input_hashes["orders"] = input_content(orders_path, fingerprints["orders"], out_counts["orders_read"])
+    table_sha256 = {name: file_sha256(path) for name, path in paths.items()}
+    timings["hash"] = time.perf_counter() - clock
     total = time.perf_counter() - started
     extracted = counts["extracted"]
     manifest = {
@@ -649,9 +687,13 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         "match_window_days": window_days,
         "inputs": {"notes": _shown(notes_path), **({"orders": _shown(orders_path)} if orders_path else {})},
         "fingerprints": fingerprints,
+        "input_hashes": input_hashes,
         "format": fmt,
+        "no_text": not snippets,
         "counts": out_counts,
         "outputs": paths,
+        "table_rows": table_rows,
+        "table_sha256": table_sha256,
         **({"database": database} if database else {}),
         "engine": engine,
         "jobs": jobs,
@@ -661,8 +703,10 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         "resumed": state["resumed"],
         "timings": {**{k: round(v, 3) for k, v in timings.items()}, "total": round(total, 3),
                     "worker_extract": round(state["worker_seconds"], 3),
-                    "notes_per_second": round(extracted / timings["extract"], 1) if timings["extract"] else None},
+                    "notes_per_second": round(extracted / timings["extract"], 1) if timings["extract"] else None,
+                    "started_at": started_at},
         "peak_rss_mb": {"main": _peak_rss_mb(), "worker": state["worker_rss"] or None},
+        "environment": environment(),
         "seconds": round(total, 3),
     }
     write_json(manifest, out_dir / "manifest.json")
@@ -709,7 +753,7 @@ def _prepare_parts(out_dir: Path, run_key: dict, resume: bool, say) -> Parts:
         except (FileNotFoundError, ValueError):
             stored = None
         if stored is None and any(p.name not in ("done", "run.json", "merge", "findings", "notes", "errors", "missed",
-                                                      "input")
+                                                      "input", "refs")
                                   for p in parts.root.iterdir()):
             raise UsageError(f"{parts.root} exists and was not made by lbp-audit; move it away")
         if resume:
@@ -743,7 +787,7 @@ def _remove_parts(root: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _publish(out_dir: Path, name: str, fmt: str, schema, tables: Iterable) -> Path:
+def _publish(out_dir: Path, name: str, fmt: str, schema, tables: Iterable, rows: dict | None = None) -> Path:
     writer = TableWriter(out_dir, name, fmt, schema)
     try:
         for table in tables:
@@ -751,6 +795,8 @@ def _publish(out_dir: Path, name: str, fmt: str, schema, tables: Iterable) -> Pa
     except BaseException:
         writer.abort()
         raise
+    if rows is not None:
+        rows[name] = writer.rows
     return writer.close()
 
 
@@ -808,7 +854,7 @@ def _counting(pieces: Iterable, verdicts: Counter, editions: Counter, judged: Co
 
 
 def _publish_extras(out_dir: Path, fmt: str, tables: dict, paths: dict, schemas: dict, omop: bool,
-                    to_sql: str | None, rules_dir: str | None, pipeline: str | None) -> dict:
+                    to_sql: str | None, rules_dir: str | None, pipeline: str | None, rows: dict | None = None) -> dict:
     """With --omop, DIR/note_nlp (when pipeline.omop is there); with --to-sql, every table into the database
     (the parts streamed again). Returns the database's table names."""
     nlp_system = f"lbp-audit {__version__}" + (f" ({pipeline})" if pipeline else "")
@@ -848,5 +894,5 @@ def _publish_extras(out_dir: Path, fmt: str, tables: dict, paths: dict, schemas:
             schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
                                 for f in head[-1].schema])
             kept = (piece for piece in _chain(head, pieces) if piece.num_rows)
-            paths["note_nlp"] = str(_publish(out_dir, "note_nlp", fmt, schema, kept))
+            paths["note_nlp"] = str(_publish(out_dir, "note_nlp", fmt, schema, kept, rows))
     return {}

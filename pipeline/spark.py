@@ -36,7 +36,7 @@ from .audit import DEFAULT_WINDOW_DAYS, NoteRef, OrderMatcher
 from .batch import (DEFAULT_CHUNK_SIZE, NOTE_COLUMNS, Chunk, ChunkSettings, NoteValidator, Parts, RunError,
                     check_note, chunk_done, chunks_of, note_key, process_chunk, read_orders, table_schemas)
 from .sources import Renamer, fingerprint, format_of
-from .tables import InputError, UsageError, to_arrow, write_json
+from .tables import InputError, UsageError, to_arrow
 
 MASTER_ENV = "LBP_SPARK_MASTER"
 CATALOG = "spark"  # NOTES that names the session's catalog (with --table)
@@ -327,7 +327,7 @@ class SparkNotes:
                 for row in extracted.coalesce(max(1, -(-rows // (64 * chunk_size)))).toLocalIterator():
                     if row["name"] == DONE:  # after the chunk's parts, as in the local engine
                         done = json.loads(row["data"])
-                        write_json(done, parts.marker(row["chunk"]))
+                        parts.save_done(done)
                         settle(done, False)
                         chunks += 1
                     else:

@@ -6,6 +6,7 @@ order, one row group per part in Parquet, or appended in CSV.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -132,6 +133,23 @@ class TableWriter:
     def abort(self) -> None:
         self._file.close()
         self.tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def private_files(private: bool = True) -> Iterator[None]:
+    """While the block runs, every file and folder this process (and the worker processes and programs it
+    starts) creates is readable by its owner only: the umask also masks the group and other bits (0o077),
+    so pyarrow, pandas, DuckDB and Spark create them so, with no moment when they are readable by others.
+    `private=False` leaves the user's umask alone (which then decides, as for any Unix program)."""
+    if not private:
+        yield
+        return
+    old = os.umask(0o077)
+    os.umask(old | 0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def write_json(data: dict, path: Path) -> Path:
