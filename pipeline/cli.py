@@ -22,13 +22,13 @@ def cmd_run(args) -> int:
 
     columns = {k: v for k, v in (("note_id", args.id_column), ("text", args.text_column)) if v}
     try:
-        manifest = run(args.notes, args.out, fmt=args.format, columns=columns, snippets=not args.no_snippets,
+        manifest = run(args.notes, args.out, fmt=args.format, columns=columns, snippets=not args.no_text,
                        orders_path=args.orders, edition=args.edition, window_days=args.window_days,
                        rules_dir=args.rules, jobs=args.jobs or os.cpu_count() or 1, chunk_size=args.chunk_size,
                        resume=args.resume, progress=progress_wanted(sys.stderr, args.no_progress),
                        keep_parts=args.keep_parts, table=args.table, query=args.query,
                        orders_table=args.orders_table, orders_query=args.orders_query, omop=args.omop,
-                       to_sql=args.to_sql, engine=args.engine)
+                       to_sql=args.to_sql, engine=args.engine, shared_output=args.shared_output)
     except RunError as err:
         print(f"lbp-audit: error: {err}", file=sys.stderr)
         return 1
@@ -62,12 +62,17 @@ def cmd_run(args) -> int:
 def cmd_explain(args) -> int:
     from .explain import assess, render
 
-    if args.file:
-        text = Path(args.file).read_text(encoding="utf-8")
-    elif args.text and args.text != "-":
-        text = args.text
-    else:
-        text = sys.stdin.read()
+    try:
+        if args.file:
+            text = Path(args.file).read_bytes().decode("utf-8")
+        elif args.text and args.text != "-":
+            text = args.text
+        else:
+            text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        from .tables import InputError
+
+        raise InputError(f"{args.file or 'standard input'}: not UTF-8 text") from None
     extractor = _extractor(args)
     result = extractor.extract(text, note_id=args.note_id)
     assessment = assess(result, extractor.rules, args.order or [], date=args.date, edition=args.edition,
@@ -154,6 +159,19 @@ def cmd_evaluate(args) -> int:
     return status
 
 
+def cmd_report(args) -> int:
+    from .report import ReportError, write_report
+
+    try:
+        path, summary = write_report(args.dir, out=args.out, no_text=args.no_text, rules_dir=args.rules)
+    except ReportError as err:
+        print(f"lbp-audit: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    print(summary)
+    return 0
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -165,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lbp-audit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lbp-audit {__version__}")
     parser.add_argument("--rules", help="folder of rule files (default: the shipped patterns/)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected error, show Python's traceback (it may quote note text)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="extract findings from every note and write the tables")
@@ -173,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     p.add_argument("--id-column", help="column holding the note id (default note_id)")
     p.add_argument("--text-column", help="column holding the note text (default text)")
-    p.add_argument("--no-snippets", action="store_true",
-                   help="leave note text out of the findings table and the rationales")
+    p.add_argument("--no-text", action="store_true",
+                   help="write no note text: no matched words or cues in the findings, no quotes in the rationales, "
+                        "no snippet in note_nlp (the manifest says no_text: true)")
+    p.add_argument("--no-snippets", dest="no_text", action="store_true", help=argparse.SUPPRESS)  # the old name
     p.add_argument("--orders", help="imaging orders to audit (CSV, JSONL or Parquet): writes the audit table")
     p.add_argument("--edition", help="judge everything by one guideline edition (ACR-2021 or ACR-2016) "
                                      "instead of choosing by order date")
@@ -189,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(same inputs and options required)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on the terminal")
     p.add_argument("--keep-parts", action="store_true", help="keep the per-chunk parts in DIR/_parts")
+    p.add_argument("--shared-output", action="store_true",
+                   help="create the output files with the permissions your umask gives (default: readable by "
+                        "you only)")
     p.add_argument("--engine", choices=("local", "spark"), default="local",
                    help="local processes (default) or Spark: the master in LBP_SPARK_MASTER (default local[*]) "
                         "or the active session; NOTES 'spark' with --table reads a table of its catalog")
@@ -222,6 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--edition", help="judge the corpus orders by one guideline edition instead of by date")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("report", help="an HTML report of a finished run for a quality committee")
+    p.add_argument("dir", help="the output folder of a finished `lbp-audit run`")
+    p.add_argument("--out", help="the HTML file to write (default DIR/report.html)")
+    p.add_argument("--no-text", action="store_true",
+                   help="note ids, labels and rule ids only: no note text, snippets or rationales "
+                        "(implied when the run was made with --no-text)")
+    p.set_defaults(func=cmd_report)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
@@ -234,7 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, (InputError, RuleError, CorpusError, FileNotFoundError, UsageError, UnknownEdition)):
             print(f"lbp-audit: error: {err}", file=sys.stderr)
             return 2
-        raise
+        if args.debug:
+            raise
+        print(f"lbp-audit: internal error: {_where(err)}; its message is not shown, as it may quote note text "
+              f"(run again with --debug to see the traceback)", file=sys.stderr)
+        return 1
+
+
+def _where(err: BaseException) -> str:
+    """An unexpected exception's type and the innermost line of this package it passed through."""
+    import traceback
+
+    ours = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).parent == Path(__file__).parent]
+    return type(err).__name__ + (f" in pipeline/{Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else "")
 
 
 if __name__ == "__main__":
