@@ -1,6 +1,8 @@
-"""A seeded generator of a synthetic archive of clinic notes and imaging orders for the benchmark.
+"""A seeded generator of synthetic archives of clinic notes and imaging orders: the benchmark's and the
+bundled sample's (`corpora/sample/`).
 
     python3 benchmarks/generate.py --notes 10000 --out benchmarks/.work/archive-10000
+    python3 benchmarks/generate.py --profile sample --notes 2000 --seed 2025 --gzip --out corpora/sample
 
 writes `notes.csv` (note_id, patient_id, note_date, encounter_id, text) and `orders.csv` (order_id,
 patient_id, encounter_id, note_id, order_date, description, cpt, priority, provider, site) and prints the
@@ -11,14 +13,23 @@ uncomplicated; red flags and the traps of the annotated corpus (negated ROS list
 family history, strength grades, post-op histories, ...) come at a low, realistic rate. Padding (vitals,
 medication lists, labs, boilerplate) brings the lengths to 300-8,000 characters, median about 2,500.
 
-Each patient's notes come from a random generator seeded by (seed, patient number): the same seed gives
-the same archive, and a smaller archive is the first notes of a larger one.
+A profile says what the archive looks like around the notes: the date range, visits per patient, the case
+mix, how often each case is imaged and by whom. `benchmark` (the default) spreads visits over 2014-2024 with
+random providers and sites. `sample` is the bundled sample: visits from 2023-01-01 to 2025-12-31, about
+1.35 notes a patient, a roster of ordering providers with home sites, uneven volumes and two providers who
+image uncomplicated backs more often, non-lumbar orders that fit the visit, and orders whose visit note is
+not in the archive. `--gzip` writes `notes.csv.gz` and `orders.csv.gz`, byte for byte the same each time.
+
+Each patient's notes come from a random generator seeded by (seed, patient number): the same seed and
+profile give the same archive, and a smaller archive is the first notes of a larger one.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import datetime as dt
+import gzip
+import io
 import math
 import random
 import statistics
@@ -34,6 +45,7 @@ ORDER_FIELDS = ("order_id", "patient_id", "encounter_id", "note_id", "order_date
 MIN_CHARS, MAX_CHARS, MEDIAN_CHARS = 300, 8000, 2500
 LENGTH_SIGMA = 0.62  # spread of the log-normal length target
 EPOCH = dt.date(2014, 1, 1)
+REFERENCE_DAY = dt.date(2024, 6, 30)  # "today" for the dates in the benchmark's padding blocks
 
 # --- the visit mix: (case, weight). Most visits are uncomplicated. ---------------------------------------
 CASES = (
@@ -110,6 +122,85 @@ ORDER_PLAN = {
     "postop": (0.45, ("mri_wwo", "mri", "xr", "ct")),
 }
 
+
+
+# --- profiles: what an archive looks like around its notes -------------------------------------------------
+@dataclass(frozen=True)
+class Staff:
+    """An ordering provider: home site, the setting whose visits they see, their share of those visits, and how
+    much more often than their peers they image an uncomplicated back (`overuse`, a factor on the chance)."""
+    name: str
+    site: str
+    setting: str
+    weight: float
+    overuse: float = 1.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    first_day: dt.date             # first visits fall in first_day .. first_day + days
+    days: int
+    last_day: dt.date | None       # no visit after it (None: no limit)
+    visits: tuple                  # visits per patient, picked uniformly
+    gaps: tuple                    # days from one visit to the next, picked uniformly
+    cases: tuple                   # (case, weight)
+    order_plan: dict               # case -> (chance of imaging, kinds to pick from)
+    other_orders: dict             # chief complaint -> non-lumbar orders ("" for any other visit)
+    link: tuple                    # orders linked by note_id below link[0], by encounter_id below link[1]
+    keep_description: float        # chance an order keeps its free text; else CPT only
+    keep_cpt: float                # chance an order keeps its CPT code; else free text only
+    staff: tuple = ()              # the roster; empty: a random provider and site for each order
+    overuse_cases: tuple = ()      # the cases for which a provider's overuse factor applies
+    orphan_orders: float = 0.0     # chance a patient has an order whose visit note is not in the archive
+    dated_padding: bool = False    # dates in padding blocks before the visit (else before REFERENCE_DAY)
+
+
+BENCHMARK = Profile("benchmark", EPOCH, 3650, None, (1, 1, 1, 2, 2, 3, 4), (3, 10, 30, 90, 200, 400), CASES,
+                    ORDER_PLAN, {"": OTHER_ORDERS}, (0.4, 0.75), 0.9, 0.6)
+
+# which providers see a visit written in each style
+SETTING_OF_STYLE = {"terse_ed": "ed", "ed": "ed", "admission": "ed", "urgent_care": "urgent",
+                    "primary_care": "primary", "telephone": "primary", "spine": "spine", "pt": "spine"}
+SAMPLE_STAFF = (
+    Staff("Dr Okafor", "Downtown", "ed", 5), Staff("Dr Hughes", "Downtown", "ed", 4),
+    Staff("Dr Tanaka", "Riverside", "ed", 3), Staff("Dr Walsh", "Riverside", "ed", 1),
+    Staff("Dr Quinn", "Lakeview", "urgent", 4), Staff("Dr Varga", "North", "urgent", 2),
+    Staff("Dr Mensah", "Lakeview", "urgent", 1),
+    Staff("Dr Chen", "South", "primary", 6), Staff("Dr Abbott", "North", "primary", 5),
+    Staff("Dr Evans", "Riverside", "primary", 4), Staff("Dr Lopez", "South", "primary", 3.5, overuse=2.8),
+    Staff("Dr Baker", "North", "primary", 3), Staff("Dr Gupta", "Lakeview", "primary", 3, overuse=2.5),
+    Staff("Dr Diaz", "South", "primary", 2), Staff("Dr Fischer", "Riverside", "primary", 1),
+    Staff("Dr Ibrahim", "South", "primary", 0.7), Staff("Dr Jensen", "North", "primary", 0.5),
+    Staff("Dr Kowalski", "Downtown", "spine", 4), Staff("Dr Nguyen", "Downtown", "spine", 2),
+    Staff("Dr Patel", "Downtown", "spine", 1),
+)
+SAMPLE_OTHER_ORDERS = {
+    "": OTHER_ORDERS + (("MRI KNEE LEFT WO CONTRAST", "73721"), ("XR CERVICAL SPINE 2-3 VIEWS", "72040"),
+                        ("CT CERVICAL SPINE WO CONTRAST", "72125"), ("XR PELVIS 1-2 VIEWS", "72170"),
+                        ("XR SACRUM AND COCCYX MIN 2 VIEWS", "72220")),
+    "cough and congestion": (("XR CHEST 2 VIEWS", "71046"), ("XR CHEST PA AND LATERAL", "71046"),
+                             ("CT CHEST WO CONTRAST", "71250")),
+    "right knee pain": (("XR KNEE 3 VIEWS RIGHT", "73562"), ("MRI KNEE RIGHT WITHOUT CONTRAST", "73721"),
+                        ("XR R KNEE 2 VIEWS", "73560")),
+    "annual physical": (("DEXA BONE DENSITY AXIAL", "77080"), ("MAMMO SCREENING BILATERAL", "77067"),
+                        ("CT CHEST LOW DOSE LUNG CANCER SCREENING", "71271")),
+    "hypertension follow-up": (("US RENAL COMPLETE", "76770"), ("XR CHEST 2 VIEWS", "71046")),
+}
+SAMPLE = Profile(
+    "sample", dt.date(2023, 1, 1), 1094, dt.date(2025, 12, 31), (1, 1, 1, 1, 1, 1, 2, 2, 3),
+    (7, 14, 28, 42, 90, 180, 365),
+    (("general", 22), ("mechanical", 46), ("radicular", 12), ("chronic", 8), ("weakness", 1.8), ("foot_drop", 1.0),
+     ("ces", 0.6), ("cancer", 2.2), ("infection", 0.7), ("fracture", 2.5), ("postop", 1.8)),
+    {"general": (0.06, ("other",)), "mechanical": (0.13, ("xr", "xr", "mri", "other")),
+     "radicular": (0.25, ("mri", "xr", "mri")), "chronic": (0.30, ("mri", "xr", "ct")),
+     "weakness": (0.8, ("mri", "xr")), "foot_drop": (0.9, ("mri", "mri", "xr", "ct")),
+     "ces": (0.9, ("mri", "mri", "ct")), "cancer": (0.7, ("mri_wwo", "mri", "xr")),
+     "infection": (0.85, ("mri_wwo", "mri", "ct")), "fracture": (0.75, ("xr", "ct", "mri")),
+     "postop": (0.5, ("mri_wwo", "mri", "xr", "ct"))},
+    SAMPLE_OTHER_ORDERS, (0.15, 0.65), 0.88, 0.6, SAMPLE_STAFF, ("mechanical", "radicular"), 0.03, True)
+PROFILES = {p.name: p for p in (BENCHMARK, SAMPLE)}
+
 ROS_NEGATIVES = ("fever", "chills", "night sweats", "unintentional weight loss", "bowel or bladder incontinence",
                  "saddle anesthesia", "urinary retention", "numbness or tingling in the legs", "leg weakness")
 
@@ -131,6 +222,8 @@ class Patient:
     ivdu: str | None = None
     osteoporosis: bool = False
     history: list = field(default_factory=list)  # earlier visits' HPI, for copy-forward
+    today: dt.date = REFERENCE_DAY  # the dates in padding blocks (refills, labs, imaging) are before it
+    provider: str | None = None     # who signs the note; None: a random name
 
     @property
     def id(self) -> str:
@@ -481,11 +574,11 @@ def return_precautions(rng: random.Random) -> str:
 def pad_med_list(rng: random.Random, pt: Patient) -> str:
     meds = rng.sample(MED_POOL, _int(rng, 6, 14))
     return ("Current Outpatient Medications (reconciled today):\n" + "\n".join(
-        f"  {m} - Disp: {_pick(rng, (30, 90))}, Rfl: {_int(rng, 0, 5)}, Last filled {_date(rng, 400)}" for m in meds))
+        f"  {m} - Disp: {_pick(rng, (30, 90))}, Rfl: {_int(rng, 0, 5)}, Last filled {_date(rng, 400, pt.today)}" for m in meds))
 
 
 def pad_labs(rng: random.Random, pt: Patient) -> str:
-    return (f"Labs ({_date(rng, 200)}):\n"
+    return (f"Labs ({_date(rng, 200, pt.today)}):\n"
             f"  CBC: WBC {rng.uniform(4, 11):.1f}, Hgb {rng.uniform(11, 16):.1f}, Plt {_int(rng, 160, 400)}\n"
             f"  BMP: Na {_int(rng, 134, 145)}, K {rng.uniform(3.5, 5.1):.1f}, Cl {_int(rng, 98, 108)}, "
             f"CO2 {_int(rng, 21, 30)}, BUN {_int(rng, 8, 24)}, Cr {rng.uniform(0.6, 1.4):.2f}, "
@@ -522,7 +615,7 @@ def pad_attestation(rng: random.Random, pt: Patient) -> str:
         f"above. Total time spent on the date of the encounter: {_int(rng, 20, 45)} minutes, including review of "
         "records, history and examination, counseling and documentation.",
         f"This note was created with voice recognition software; minor transcription errors may be present. "
-        f"Electronically signed by {_pick(rng, PROVIDERS)}, MD on {_date(rng, 30)}.",
+        f"Electronically signed by {pt.provider or _pick(rng, PROVIDERS)}, MD on {_date(rng, 30, pt.today)}.",
         f"Patient seen with a medical interpreter ({_pick(rng, ('Spanish', 'Vietnamese', 'Arabic', 'Somali'))}), "
         "ID #" + str(_int(rng, 10000, 99999)) + ". Visit conducted in person. Chaperone offered.",
     ))
@@ -537,7 +630,7 @@ def pad_copy_forward(rng: random.Random, pt: Patient) -> str:
     if not pt.history:
         return ""
     old = _pick(rng, pt.history)
-    return (f"--- Interval history copied from visit of {_date(rng, 700)} ---\n{old}\n--- end of copied text ---\n"
+    return (f"--- Interval history copied from visit of {_date(rng, 700, pt.today)} ---\n{old}\n--- end of copied text ---\n"
             "Interval update: " + _pick(rng, ("no change since last visit.", "symptoms improved.",
                                                "see HPI above.", "doing about the same.")))
 
@@ -551,7 +644,7 @@ def pad_imaging_report(rng: random.Random, pt: Patient) -> str:
         ("US ABDOMEN", "Liver normal in size and echotexture. No gallstones. Kidneys without hydronephrosis."),
         ("CT HEAD WO CONTRAST", "No acute intracranial hemorrhage, mass effect or territorial infarct."),
     ))
-    return (f"Prior imaging reviewed - {study} ({_date(rng, 1500)}):\nFINDINGS: {findings}\n"
+    return (f"Prior imaging reviewed - {study} ({_date(rng, 1500, pt.today)}):\nFINDINGS: {findings}\n"
             f"IMPRESSION: {_pick(rng, ('No acute findings.', 'Mild degenerative changes.', 'Unremarkable study.'))}")
 
 
@@ -573,7 +666,7 @@ def pad_orders_list(rng: random.Random, pt: Patient) -> str:
 
 def pad_immunizations(rng: random.Random, pt: Patient) -> str:
     return "Immunizations reviewed:\n" + "\n".join(
-        f"  {v}: {_date(rng, 3000)}" for v in rng.sample(("Influenza", "COVID-19 mRNA", "Tdap", "Shingrix dose 1",
+        f"  {v}: {_date(rng, 3000, pt.today)}" for v in rng.sample(("Influenza", "COVID-19 mRNA", "Tdap", "Shingrix dose 1",
                                                          "Shingrix dose 2", "Hep B series", "PCV20", "MMR"), 4))
 
 
@@ -586,8 +679,8 @@ PAD_MIN_CHARS = {pad_med_list: 400, pad_health_maintenance: 170, pad_education: 
                  pad_copy_forward: 90, pad_imaging_report: 110}
 
 
-def _date(rng: random.Random, days_back: int) -> str:
-    d = dt.date(2024, 6, 30) - dt.timedelta(days=_int(rng, 0, days_back))
+def _date(rng: random.Random, days_back: int, today: dt.date = REFERENCE_DAY) -> str:
+    d = today - dt.timedelta(days=_int(rng, 0, days_back))
     return f"{d.month}/{d.day}/{d.year}"
 
 
@@ -745,59 +838,108 @@ def length_target(rng: random.Random) -> int:
     return int(min(MAX_CHARS, max(MIN_CHARS, math.exp(rng.gauss(math.log(MEDIAN_CHARS), LENGTH_SIGMA)))))
 
 
-def patient_visits(seed: int, number: int) -> Iterator[tuple[dict, list[dict]]]:
+def patient_visits(seed: int, number: int, profile: Profile = BENCHMARK) -> Iterator[tuple[dict, list[dict]]]:
     """One patient's notes and the orders placed at each visit."""
     rng = random.Random(seed * 1_000_003 + number)
     pt = make_patient(rng, number)
-    day = EPOCH + dt.timedelta(days=_int(rng, 0, 3650))
-    for visit in range(_pick(rng, (1, 1, 1, 2, 2, 3, 4))):
-        case_name = _weighted(rng, CASES)
+    day = profile.first_day + dt.timedelta(days=_int(rng, 0, profile.days))
+    first_day, visits = day, _pick(rng, profile.visits)
+    for visit in range(visits):
+        case_name = _weighted(rng, profile.cases)
         case = make_case(rng, pt, case_name)
         target = length_target(rng)
         style = next(_weighted(rng, styles) for bound, styles in STYLES_BY_LENGTH if target < bound)
+        staff = None
+        if profile.staff:
+            setting = SETTING_OF_STYLE[style]
+            staff = _weighted(rng, [(s, s.weight) for s in profile.staff if s.setting == setting])
+            pt.provider = staff.name
+        if profile.dated_padding:
+            pt.today = day
         text = compose(rng, pt, case, style, target)
         pt.history.append(" ".join(case.hpi))
         note_id = f"N{number:07d}-{visit}"
         encounter_id = f"E{number:07d}{visit}"
         note = {"note_id": note_id, "patient_id": pt.id, "note_date": day.isoformat(), "encounter_id": encounter_id,
                 "text": text}
-        yield note, make_orders(rng, case_name, note)
-        day += dt.timedelta(days=_pick(rng, (3, 10, 30, 90, 200, 400)))
+        orders = make_orders(rng, case, note, profile, staff)
+        next_day = day + dt.timedelta(days=_pick(rng, profile.gaps))
+        last = visit == visits - 1 or (profile.last_day is not None and next_day > profile.last_day)
+        if last and profile.orphan_orders and rng.random() < profile.orphan_orders:
+            orders.extend(orphan_order(rng, profile, pt, first_day, day))
+        yield note, orders
+        if last:
+            return
+        day = next_day
 
 
-def make_orders(rng: random.Random, case_name: str, note: dict) -> list[dict]:
-    chance, kinds = ORDER_PLAN[case_name]
+def _order_fields(rng: random.Random, profile: Profile, description: str, cpt: str) -> dict:
+    """The order's free text and CPT code: some orders carry only one of them."""
+    fields = {"description": description if rng.random() < profile.keep_description else "",
+              "cpt": cpt if rng.random() < profile.keep_cpt else ""}
+    if not fields["description"] and not fields["cpt"]:
+        fields["description"] = description
+    return fields
+
+
+def make_orders(rng: random.Random, case: Case, note: dict, profile: Profile = BENCHMARK,
+                staff: Staff | None = None) -> list[dict]:
+    chance, kinds = profile.order_plan[case.name]
+    if staff is not None and case.name in profile.overuse_cases:
+        chance *= staff.overuse
     if rng.random() >= chance:
         return []
+    others = profile.other_orders.get(case.cc, profile.other_orders[""])
+    by_note, by_encounter = profile.link
     orders = []
     for k in range(1 if rng.random() < 0.85 else 2):
         kind = _pick(rng, kinds)
-        description, cpt = _pick(rng, OTHER_ORDERS if kind == "other" else LUMBAR_ORDERS[kind])
+        description, cpt = _pick(rng, others if kind == "other" else LUMBAR_ORDERS[kind])
         link = rng.random()
         order_date = dt.date.fromisoformat(note["note_date"]) + dt.timedelta(days=_pick(rng, (0, 0, 0, 1, 2, 5, 40)))
+        if profile.last_day is not None:
+            order_date = min(order_date, profile.last_day)
         orders.append({
             "order_id": f"O{note['note_id'][1:]}-{k}",
             "patient_id": note["patient_id"],
-            "encounter_id": note["encounter_id"] if 0.4 <= link < 0.75 else "",
-            "note_id": note["note_id"] if link < 0.4 else "",
+            "encounter_id": note["encounter_id"] if by_note <= link < by_encounter else "",
+            "note_id": note["note_id"] if link < by_note else "",
             "order_date": order_date.isoformat(),
-            "description": description if rng.random() < 0.9 else "",
-            "cpt": cpt if rng.random() < 0.6 else "",
+            **_order_fields(rng, profile, description, cpt),
             "priority": {"ces": "STAT", "foot_drop": "urgent", "infection": "STAT"}.get(
-                case_name, _pick(rng, ("routine", "routine", "routine", "urgent"))),
-            "provider": _pick(rng, PROVIDERS),
-            "site": _pick(rng, SITES),
+                case.name, _pick(rng, ("routine", "routine", "routine", "urgent"))),
+            "provider": staff.name if staff else _pick(rng, PROVIDERS),
+            "site": staff.site if staff else _pick(rng, SITES),
         })
-        if not orders[-1]["description"] and not orders[-1]["cpt"]:
-            orders[-1]["description"] = description
     return orders
 
 
-def generate(n: int, seed: int = 0) -> Iterator[tuple[dict, list[dict]]]:
-    """The first `n` notes of the archive for `seed`, each with the orders placed at its visit."""
+def orphan_order(rng: random.Random, profile: Profile, pt: Patient, first_day: dt.date, last_day: dt.date) -> list:
+    """An order from a visit whose note is not in the archive (another department's): dated 5 weeks to 6 months
+    after the patient's last note, else before the first one, so that no note of the patient precedes it within
+    the matching window; none when neither date is within the archive's dates."""
+    gap = dt.timedelta(days=_int(rng, 35, 180))
+    day = last_day + gap
+    if profile.last_day is not None and day > profile.last_day:
+        day = first_day - gap
+    staff = _weighted(rng, [(s, s.weight) for s in profile.staff]) if profile.staff else None
+    description, cpt = _pick(rng, LUMBAR_ORDERS[_pick(rng, ("xr", "mri"))] if rng.random() < 0.6
+                             else profile.other_orders[""])
+    if day < profile.first_day:
+        return []
+    return [{"order_id": f"O{pt.number:07d}-9-0", "patient_id": pt.id,
+            "encounter_id": f"E{pt.number:07d}9" if rng.random() < 0.5 else "", "note_id": "",
+            "order_date": day.isoformat(), **_order_fields(rng, profile, description, cpt),
+            "priority": _pick(rng, ("routine", "routine", "urgent")),
+            "provider": staff.name if staff else _pick(rng, PROVIDERS),
+            "site": staff.site if staff else _pick(rng, SITES)}]
+
+
+def generate(n: int, seed: int = 0, profile: Profile = BENCHMARK) -> Iterator[tuple[dict, list[dict]]]:
+    """The first `n` notes of the archive for `seed` and `profile`, each with the orders placed at its visit."""
     produced, number = 0, 0
     while produced < n:
-        for note, orders in patient_visits(seed, number):
+        for note, orders in patient_visits(seed, number, profile):
             yield note, orders
             produced += 1
             if produced == n:
@@ -814,52 +956,67 @@ def length_stats(lengths: list[int]) -> dict:
             "max": ordered[-1], "mean": round(sum(ordered) / len(ordered))}
 
 
-def write_archive(out_dir: str | Path, n: int, seed: int = 0, fmt: str = "csv") -> dict:
-    """Write `notes.<fmt>` and `orders.<fmt>` for `n` notes; returns paths, counts and length statistics."""
+def _csv_file(path: Path, compress: bool):
+    """A text file to write CSV to; gzipped with no timestamp, so the same rows give the same bytes."""
+    if compress:
+        return io.TextIOWrapper(gzip.GzipFile(path, "wb", compresslevel=9, mtime=0), encoding="utf-8", newline="")
+    return open(path, "w", newline="", encoding="utf-8")
+
+
+def write_archive(out_dir: str | Path, n: int, seed: int = 0, fmt: str = "csv", profile: Profile = BENCHMARK,
+                  compress: bool = False) -> dict:
+    """Write `notes.<fmt>` and `orders.<fmt>` (`.csv.gz` with `compress`) for `n` notes; returns paths, counts,
+    the date range and length statistics."""
+    if fmt not in ("csv", "parquet") or (compress and fmt != "csv"):
+        raise ValueError(f"unknown format {fmt!r}{' with gzip' if compress else ''} (csv, csv with gzip, or parquet)")
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    notes_path, orders_path = out_dir / f"notes.{fmt}", out_dir / f"orders.{fmt}"
-    lengths, n_bytes, n_orders, notes_with_orders = [], 0, 0, 0
+    suffix = f"{fmt}.gz" if compress else fmt
+    notes_path, orders_path = out_dir / f"notes.{suffix}", out_dir / f"orders.{suffix}"
+    lengths, n_bytes, n_orders, notes_with_orders, patients, dates = [], 0, 0, 0, set(), set()
+
+    def count(note: dict, orders: list[dict]) -> None:
+        nonlocal n_bytes, n_orders, notes_with_orders
+        lengths.append(len(note["text"]))
+        n_bytes += len(note["text"].encode("utf-8"))
+        n_orders += len(orders)
+        notes_with_orders += bool(orders)
+        patients.add(note["patient_id"])
+        dates.add(note["note_date"])
+
     if fmt == "csv":
-        with open(notes_path, "w", newline="", encoding="utf-8") as nf, \
-                open(orders_path, "w", newline="", encoding="utf-8") as of:
+        with _csv_file(notes_path, compress) as nf, _csv_file(orders_path, compress) as of:
             note_writer, order_writer = csv.DictWriter(nf, NOTE_FIELDS), csv.DictWriter(of, ORDER_FIELDS)
             note_writer.writeheader()
             order_writer.writeheader()
-            for note, orders in generate(n, seed):
+            for note, orders in generate(n, seed, profile):
                 note_writer.writerow(note)
                 order_writer.writerows(orders)
-                lengths.append(len(note["text"]))
-                n_bytes += len(note["text"].encode("utf-8"))
-                n_orders += len(orders)
-                notes_with_orders += bool(orders)
-    elif fmt == "parquet":
+                count(note, orders)
+    else:
         import pandas as pd
 
         notes, all_orders = [], []
-        for note, orders in generate(n, seed):
+        for note, orders in generate(n, seed, profile):
             notes.append(note)
             all_orders.extend(orders)
-            lengths.append(len(note["text"]))
-            n_bytes += len(note["text"].encode("utf-8"))
-            notes_with_orders += bool(orders)
-        n_orders = len(all_orders)
+            count(note, orders)
         pd.DataFrame(notes, columns=list(NOTE_FIELDS)).to_parquet(notes_path, index=False)
         pd.DataFrame(all_orders, columns=list(ORDER_FIELDS)).to_parquet(orders_path, index=False)
-    else:
-        raise ValueError(f"unknown format {fmt!r} (csv or parquet)")
     return {"notes_path": str(notes_path), "orders_path": str(orders_path), "notes": len(lengths), "seed": seed,
+            "profile": profile.name, "patients": len(patients), "first_date": min(dates), "last_date": max(dates),
             "text_bytes": n_bytes, "orders": n_orders, "notes_with_orders": notes_with_orders,
             "lengths": length_stats(lengths), "seconds": round(time.perf_counter() - started, 2)}
 
 
 def describe(info: dict) -> str:
     s = info["lengths"]
-    return (f"{info['notes']} notes ({info['text_bytes'] / 1e6:.1f} MB of text), {info['orders']} orders on "
+    return (f"{info['notes']} notes of {info['patients']} patients from {info['first_date']} to {info['last_date']} "
+            f"({info['text_bytes'] / 1e6:.1f} MB of text), {info['orders']} orders on "
             f"{info['notes_with_orders']} notes ({100 * info['notes_with_orders'] / max(1, info['notes']):.1f} %); "
             f"length min {s['min']}, p5 {s['p5']}, median {s['median']}, p95 {s['p95']}, max {s['max']} chars; "
-            f"seed {info['seed']}; {info['seconds']} s")
+            f"{info['profile']} profile, seed {info['seed']}; {info['seconds']} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -868,8 +1025,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="benchmark",
+                        help="dates, visits, case mix and ordering staff (default benchmark)")
+    parser.add_argument("--gzip", action="store_true", help="write notes.csv.gz and orders.csv.gz")
     args = parser.parse_args(argv)
-    info = write_archive(args.out, args.notes, args.seed, args.format)
+    if args.gzip and args.format != "csv":
+        parser.error("--gzip writes CSV only")
+    info = write_archive(args.out, args.notes, args.seed, args.format, PROFILES[args.profile], args.gzip)
     print(describe(info))
     print(f"  {info['notes_path']}\n  {info['orders_path']}")
     return 0
