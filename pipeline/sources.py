@@ -2,13 +2,18 @@
 
 Memory stays flat whatever the size of the input: CSV is read in blocks of rows, JSONL line by line,
 Parquet by record batches, a folder one file at a time. A record a reader cannot read (a malformed JSON
-line, a CSV row with too many fields, a `.txt` file that is not UTF-8) comes out as a record with a
-`READ_ERROR` reason instead of stopping the file. No message here ever contains note text.
+line, a CSV row with too many fields, a row or `.txt` file that is not valid in the input's encoding)
+comes out as a record with a `READ_ERROR` reason instead of stopping the file; a file that cannot be a
+table at all (empty, UTF-16, no header, an unterminated quote) is an `InputError`. NUL characters are
+read as spaces (one for one, so offsets are unchanged: pandas' CSV parser would end a field at a NUL).
+No message here ever contains note text.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -25,6 +30,10 @@ BLOCK_ROWS = 2_000  # rows per CSV block / Parquet batch (fixed: chunking never 
 FORMATS = {".csv": "csv", ".csv.gz": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
            ".jsonl.gz": "jsonl", ".ndjson.gz": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 _BAD_CSV_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # an undecodable byte (surrogateescape) or a lone surrogate
+_COLUMN_NAME = re.compile(r"[A-Za-z_][\w.#-]{0,39}")  # what a column name looks like (shown in messages)
+_UTF16_32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+DEFAULT_ENCODING = "utf-8"
 
 
 class Source:
@@ -33,14 +42,18 @@ class Source:
     `total`: the number of records when known up front (Parquet, a folder), else None.
     `fraction()`: how much of the input has been consumed (0–1), or None when unknown.
     `fingerprint`: what identifies the input (path, size, modification time) for resuming a run.
+    `columns`: our names of the input's columns when known up front (a header, a schema, the first JSON
+    object), else None.
     """
 
     def __init__(self, records: Iterator[dict], total: int | None = None,
-                 fraction: Callable[[], float | None] | None = None, fingerprint: dict | None = None):
+                 fraction: Callable[[], float | None] | None = None, fingerprint: dict | None = None,
+                 columns: list[str] | None = None):
         self._records = records
         self.total = total
         self._fraction = fraction
         self.fingerprint = fingerprint or {}
+        self.columns = columns
 
     def __iter__(self) -> Iterator[dict]:
         return self._records
@@ -61,26 +74,94 @@ def format_of(path: Path) -> str:
 
 
 def open_source(path: str | Path, columns: dict[str, str] | None = None, required: Iterable[str] = (),
-                keep: Iterable[str] | None = None) -> Source:
+                keep: Iterable[str] | None = None, encoding: str = DEFAULT_ENCODING) -> Source:
     """A lazy `Source` over `path`.
 
     `columns` maps our column names to the file's (e.g. {"text": "note_text"}); `required` are our names
     that must be columns (checked now: `InputError` if one is missing); `keep` limits records to these
-    of our names (None: every column).
+    of our names (None: every column); `encoding` is that of CSV, JSONL and `.txt` input (an ASCII-compatible
+    one: utf-8, cp1252, latin-1, ...): a row not valid in it becomes a `READ_ERROR` record.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     fmt = format_of(path)
+    encoding = check_encoding(encoding)
+    if not path.is_dir():
+        _check_start(path, fmt)
     rename = Renamer(columns, keep)
     required = tuple(required)
     if fmt == "txt":
-        return _txt_source(path)
+        return _txt_source(path, encoding)
     if fmt == "parquet":
         return _parquet_source(path, rename, required)
     if fmt == "csv":
-        return _csv_source(path, rename, required)
-    return _jsonl_source(path, rename, required)
+        return _csv_source(path, rename, required, encoding)
+    return _jsonl_source(path, rename, required, encoding)
+
+
+def check_encoding(encoding: str | None) -> str:
+    """The codec name of `encoding` (None: UTF-8); `InputError` unless it is a known encoding in which the
+    ASCII characters are single bytes as in UTF-8 (lines and separators can then be found in the bytes)."""
+    try:
+        name = codecs.lookup(encoding or DEFAULT_ENCODING).name
+    except LookupError:
+        raise InputError(f"--encoding {encoding}: unknown encoding (e.g. utf-8, cp1252, latin-1)") from None
+    if name == "utf-8-sig":
+        name = "utf-8"
+    if "\n,\"{}:".encode(name, errors="replace") != b'\n,"{}:':
+        raise InputError(f"--encoding {encoding}: not supported (save the file as UTF-8, or use an encoding "
+                         f"such as cp1252 or latin-1)")
+    return name
+
+
+def encoding_name(encoding: str) -> str:
+    """How messages name an encoding: UTF-8, cp1252, ..."""
+    return "UTF-8" if encoding == "utf-8" else encoding
+
+
+def undecodable(err: UnicodeDecodeError, encoding: str, where: str = "") -> str:
+    """The reason for bytes not valid in `encoding`: the first bad byte and its offset (never the text)."""
+    return (f"not valid {encoding_name(encoding)} ({where}byte 0x{err.object[err.start]:02X} at offset "
+            f"{err.start})")
+
+
+def unreadable_field(record: dict, encoding: str, escaped: bool = True) -> str | None:
+    """The reason when a string of `record` holds a byte its encoding could not decode (read with
+    surrogateescape when `escaped`) or a lone surrogate (a JSON escape such as \\ud800), else None."""
+    for key, value in record.items():
+        if isinstance(value, str) and (match := _SURROGATE.search(value)):
+            code = ord(match.group())
+            if escaped and 0xDC80 <= code <= 0xDCFF:
+                return (f"not valid {encoding_name(encoding)} (byte 0x{code - 0xDC00:02X} in {key} at character "
+                        f"{match.start()})")
+            return f"not valid Unicode (lone surrogate in {key} at character {match.start()})"
+    return None
+
+
+def _check_start(path: Path, fmt: str) -> None:
+    """`InputError` for an empty file or a UTF-16 / UTF-32 one (its byte order mark)."""
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name}: empty file (no header and no records)")
+    if fmt in ("csv", "jsonl") and path.suffix.lower() != ".gz":
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if head.startswith(_UTF16_32_BOMS):
+            raise InputError(f"{path.name}: UTF-16 or UTF-32 text (it starts with that byte order mark); "
+                             f"save it as UTF-8")
+
+
+def shown_columns(names: Iterable[str], limit: int = 12) -> str:
+    """'columns found: ...' for a message. Only names that look like column names are shown: a file
+    without a header line has note text for 'names', which must never reach a message."""
+    names = [str(n) for n in names]
+    shown = [n for n in names if _COLUMN_NAME.fullmatch(n)]
+    hidden = len(names) - len(shown)
+    if not shown:
+        return (f"columns found: {len(names)}, none named like a column: is the header line missing, or is it "
+                f"not a CSV file?")
+    text = ", ".join(shown[:limit]) + (f" and {len(shown) - limit} more" if len(shown) > limit else "")
+    return f"columns found: {text}" + (f" and {hidden} not named like a column" if hidden else "")
 
 
 def fingerprint(path: str | Path) -> dict:
@@ -118,11 +199,15 @@ class Renamer:
         return {c: ours for c in file_columns if (ours := self.name(str(c))) is not None}
 
     def check(self, file_columns: Iterable[str], required: tuple[str, ...], where: str) -> dict[str, str]:
+        file_columns = [str(c) for c in file_columns]
         names = self.names(file_columns)
         missing = [r for r in required if r not in names.values()]
         if missing:
-            hint = "; map it with --id-column / --text-column" if set(missing) & {"note_id", "text"} else ""
-            raise InputError(f"{where}: no {' or '.join(repr(m) for m in missing)} column{hint}")
+            options = [option for ours, option in (("note_id", "--id-column"), ("text", "--text-column"))
+                       if ours in missing]
+            hint = f"; map it with {' / '.join(options)} NAME" if options else ""
+            raise InputError(f"{where}: no {' or '.join(repr(m) for m in missing)} column "
+                             f"({shown_columns(file_columns)}){hint}")
         return names
 
     def record(self, row: dict) -> dict:
@@ -163,27 +248,52 @@ def _open_bytes(path: Path):
 # ---------------------------------------------------------------- CSV
 
 
-def _csv_source(path: Path, rename: Renamer, required: tuple[str, ...]) -> Source:
+def _csv_source(path: Path, rename: Renamer, required: tuple[str, ...], encoding: str) -> Source:
     raw, stream = _open_bytes(path)
     try:
         with stream:
-            header = pd.read_csv(stream, nrows=0, dtype=str, encoding="utf-8").columns
-    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputError(f"{path.name}: cannot be read as csv ({type(err).__name__})") from None
+            header = pd.read_csv(_nul_as_space(stream), nrows=0, dtype=str, encoding=encoding,
+                                 encoding_errors="surrogateescape").columns
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path.name}: empty file (no header and no records)") from None
+    except (ValueError, OSError, EOFError, pd.errors.ParserError) as err:
+        raise InputError(f"{path.name}: cannot be read as csv ({_parser_problem(err)})") from None
     finally:
         raw.close()
     names = rename.check([str(c) for c in header], required, path.name)
     counter = _ByteCounter(path.stat().st_size)
-    return Source(_csv_records(path, names, counter), fraction=counter, fingerprint=fingerprint(path))
+    return Source(_csv_records(path, names, counter, encoding), fraction=counter, fingerprint=fingerprint(path),
+                  columns=list(names.values()))
 
 
-def _csv_records(path: Path, names: dict[str, str], counter: _ByteCounter) -> Iterator[dict]:
+class _NulAsSpace(io.RawIOBase):
+    """A byte stream whose NUL bytes read as spaces: pandas' C parser ends a field at a NUL and silently
+    drops the rest of it. One byte for one, so every offset into the text is unchanged."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[:len(data)] = data.replace(b"\0", b" ")
+        return len(data)
+
+
+def _nul_as_space(stream) -> io.BufferedReader:
+    return io.BufferedReader(_NulAsSpace(stream), buffer_size=1 << 16)
+
+
+def _csv_records(path: Path, names: dict[str, str], counter: _ByteCounter, encoding: str) -> Iterator[dict]:
     raw, stream = _open_bytes(path)
     counter.handle = raw
     with raw, stream:
         try:
-            reader = pd.read_csv(stream, dtype=str, keep_default_na=False, na_values=[], chunksize=BLOCK_ROWS,
-                                 on_bad_lines="warn", encoding="utf-8")
+            reader = pd.read_csv(_nul_as_space(stream), dtype=str, keep_default_na=False, na_values=[],
+                                 chunksize=BLOCK_ROWS, on_bad_lines="warn", encoding=encoding,
+                                 encoding_errors="surrogateescape")
             while True:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -194,70 +304,101 @@ def _csv_records(path: Path, names: dict[str, str], counter: _ByteCounter) -> It
                 bad = [m for w in caught for m in _BAD_CSV_LINE.finditer(str(w.message))]
                 if block is not None:  # (no usecols: with it, pandas drops a row's extra fields silently)
                     block = block[[c for c in block.columns if str(c) in names]].rename(columns=names)
-                    yield from (_clean(row) for row in block.to_dict(orient="records"))
+                    for row in block.to_dict(orient="records"):
+                        reason = unreadable_field(row, encoding)
+                        yield _clean(row) if reason is None else {"note_id": _readable_id(row), READ_ERROR: reason}
                 for m in bad:  # after the good rows of the same block: deterministic, input-only
                     yield {"note_id": None, READ_ERROR: f"malformed CSV row (line {m[1]}: expected {m[2]} fields, "
                                                         f"saw {m[3]})"}
                 if block is None:
                     return
-        except (ValueError, OSError, pd.errors.ParserError) as err:
+        except (ValueError, OSError, EOFError, pd.errors.ParserError) as err:
             raise InputError(f"{path.name}: cannot be read as csv ({_parser_problem(err)})") from None
 
 
+def _readable_id(record: dict) -> str | None:
+    """A record's note_id when it can be written (no undecodable byte in it), else None."""
+    note_id = record.get("note_id")
+    return None if isinstance(note_id, str) and _SURROGATE.search(note_id) else note_id
+
+
 def _parser_problem(err: Exception) -> str:
-    """The kind of a parser error, with its line number when pandas gives one (never the row's content)."""
-    line = re.search(r"\bline (\d+)", str(err))
+    """The kind of a parser error, with its line or record number when pandas gives one (never the row's
+    content)."""
+    message = str(err)
+    if quote := re.search(r"EOF inside string starting at row (\d+)", message):
+        return f"unterminated quoted field starting in record {quote[1]}"
     if isinstance(err, UnicodeDecodeError):
         return "not UTF-8 text"
+    line = re.search(r"\bline (\d+)", message)
     return type(err).__name__ + (f" at line {line[1]}" if line else "")
 
 
 # ---------------------------------------------------------------- JSONL
 
 
-def _jsonl_source(path: Path, rename: Renamer, required: tuple[str, ...]) -> Source:
-    first = _first_json_object(path)
+def _jsonl_source(path: Path, rename: Renamer, required: tuple[str, ...], encoding: str) -> Source:
+    first = _first_json_object(path, encoding)
     if first is not None:
         rename.check(first.keys(), required, f"{path.name} (first record)")
     counter = _ByteCounter(path.stat().st_size)
-    return Source(_jsonl_records(path, rename, counter), fraction=counter, fingerprint=fingerprint(path))
+    return Source(_jsonl_records(path, rename, counter, encoding), fraction=counter, fingerprint=fingerprint(path),
+                  columns=list(rename.names(first).values()) if first is not None else None)
 
 
-def _first_json_object(path: Path) -> dict | None:
+def _json_lines(stream) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of every line that is not blank, a UTF-8 byte order mark before the first removed."""
+    for line_no, line in enumerate(stream, 1):
+        if line_no == 1 and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8):]
+        if line.strip():
+            yield line_no, line
+
+
+def _first_json_object(path: Path, encoding: str) -> dict | None:
+    """The first line that is a JSON object (its keys name the columns); `InputError` when the file has
+    no line that is not blank."""
     raw, stream = _open_bytes(path)
+    seen = False
     try:
         with raw, stream:
-            for line in stream:
-                if line.strip():
-                    try:
-                        value = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(value, dict):
-                        return value
+            for _, line in _json_lines(stream):
+                seen = True
+                try:
+                    value = json.loads(line.decode(encoding, errors="replace"))
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    return value
     except (OSError, EOFError) as err:
         raise InputError(f"{path.name}: cannot be read as jsonl ({type(err).__name__})") from None
+    if not seen:
+        raise InputError(f"{path.name}: empty file (no records)")
     return None
 
 
-def _jsonl_records(path: Path, rename: Renamer, counter: _ByteCounter) -> Iterator[dict]:
+def _jsonl_records(path: Path, rename: Renamer, counter: _ByteCounter, encoding: str) -> Iterator[dict]:
     id_key = next((theirs for theirs, ours in rename.to_ours.items() if ours == "note_id"), "note_id")
     raw, stream = _open_bytes(path)
     counter.handle = raw
     with raw, stream:
         try:
-            for line_no, line in enumerate(stream, 1):
-                if not line.strip():
-                    continue
+            for line_no, line in _json_lines(stream):
                 try:
-                    value = json.loads(line)
+                    value = json.loads(line.decode(encoding))
+                except UnicodeDecodeError as err:
+                    yield {"note_id": _id_in_broken_json(line, id_key),
+                           READ_ERROR: undecodable(err, encoding, f"line {line_no}, ")}
+                    continue
                 except ValueError:
                     yield {"note_id": _id_in_broken_json(line, id_key), READ_ERROR: f"malformed JSON (line {line_no})"}
                     continue
                 if not isinstance(value, dict):
-                    yield {"note_id": None, READ_ERROR: f"JSON line {line_no} is not an object"}
+                    yield {"note_id": None, READ_ERROR: f"not a JSON object (line {line_no})"}
                     continue
-                yield _clean(rename.record(value))
+                record = rename.record(value)
+                reason = unreadable_field(record, encoding, escaped=False)
+                yield _clean(record) if reason is None else {"note_id": _readable_id(record), READ_ERROR: reason}
         except (OSError, EOFError) as err:
             raise InputError(f"{path.name}: cannot be read as jsonl ({type(err).__name__})") from None
 
@@ -271,7 +412,7 @@ def _id_in_broken_json(line: bytes, key: str) -> str | None:
         value = json.loads(match[1])
     except ValueError:
         return None
-    return str(value) if str(value).strip() else None
+    return str(value) if str(value).strip() and not _SURROGATE.search(str(value)) else None
 
 
 # ---------------------------------------------------------------- Parquet
@@ -281,13 +422,14 @@ def _parquet_source(path: Path, rename: Renamer, required: tuple[str, ...]) -> S
     import pyarrow.parquet as pq
 
     files = sorted(p for p in path.iterdir() if p.suffix == ".parquet") if path.is_dir() else [path]
-    total = 0
+    total, columns = 0, None
     for file in files:
         try:
             metadata = pq.read_metadata(file)
         except (OSError, ValueError) as err:
             raise InputError(f"{file.name}: cannot be read as parquet ({type(err).__name__})") from None
-        rename.check(metadata.schema.names, required, file.name)
+        names = rename.check(metadata.schema.names, required, file.name)
+        columns = columns or list(names.values())
         total += metadata.num_rows
     done = [0]
 
@@ -304,26 +446,30 @@ def _parquet_source(path: Path, rename: Renamer, required: tuple[str, ...]) -> S
                 raise InputError(f"{file.name}: cannot be read as parquet ({type(err).__name__})") from None
 
     return Source(records(), total=total, fraction=lambda: done[0] / total if total else None,
-                  fingerprint=fingerprint(path))
+                  fingerprint=fingerprint(path), columns=columns)
 
 
 # ---------------------------------------------------------------- a folder of .txt files
 
 
-def _txt_source(path: Path) -> Source:
+def _txt_source(path: Path, encoding: str) -> Source:
     names = sorted(e.name for e in os.scandir(path) if e.name.endswith(".txt") and e.is_file())
     if not names:
         raise InputError(f"{path}: a folder without .txt or .parquet files")
     done = [0]
+    codec = "utf-8-sig" if encoding == "utf-8" else encoding  # a byte order mark is not part of the note
 
     def records() -> Iterator[dict]:
         for name in names:
             done[0] += 1
             note_id = name[:-len(".txt")]
+            if _SURROGATE.search(note_id):
+                yield {"note_id": None, READ_ERROR: "file name is not valid UTF-8"}
+                continue
             try:
-                text = (path / name).read_bytes().decode("utf-8")
-            except UnicodeDecodeError:
-                yield {"note_id": note_id, READ_ERROR: "file is not UTF-8 text"}
+                text = (path / name).read_bytes().decode(codec)
+            except UnicodeDecodeError as err:
+                yield {"note_id": note_id, READ_ERROR: undecodable(err, encoding)}
                 continue
             except OSError as err:
                 yield {"note_id": note_id, READ_ERROR: f"file cannot be read ({type(err).__name__})"}

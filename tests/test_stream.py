@@ -188,7 +188,7 @@ def test_stream_jsonl_malformed_lines_become_error_rows(tmp_path, extractor):
     manifest = run(path, tmp_path / "out", fmt="csv", extractor=extractor)
     errors = pd.read_csv(tmp_path / "out" / "errors.csv", dtype=str)
     assert errors.values.tolist() == [["b", "malformed JSON (line 2)"], ["row:3", "malformed JSON (line 3)"],
-                                      ["row:4", "JSON line 5 is not an object"]]
+                                      ["row:4", "not a JSON object (line 5)"]]
     assert pd.read_csv(tmp_path / "out" / "notes.csv").note_id.tolist() == ["a", "c"]
     assert manifest["counts"]["notes_read"] == 5
     assert MARKER not in (tmp_path / "out" / "errors.csv").read_text()
@@ -222,7 +222,7 @@ def test_stream_txt_folder_with_an_undecodable_file(tmp_path, extractor):
     (folder / "a.txt").write_bytes(b"\xff\xfe" + MARKER.encode() + b"\x80 latin junk \xe9")
     run(folder, tmp_path / "out", extractor=extractor)
     errors = pd.read_parquet(tmp_path / "out" / "errors.parquet")
-    assert errors.values.tolist() == [["a", "file is not UTF-8 text"]]
+    assert errors.values.tolist() == [["a", "not valid UTF-8 (byte 0xFF at offset 0)"]]
     assert pd.read_parquet(tmp_path / "out" / "notes.parquet").note_id.tolist() == ["b"]
 
 
@@ -253,7 +253,7 @@ def test_stream_csv_is_read_lazily_with_a_byte_fraction(tmp_path):
 @pytest.mark.parametrize("content,name,message", [
     ("id,body\n1,x\n", "notes.csv", "no 'note_id' or 'text' column"),
     ('{"id": 1, "text": "x"}\n', "notes.jsonl", "no 'note_id' column"),
-    ("", "notes.csv", "cannot be read as csv"),
+    ("", "notes.csv", "empty file"),
 ], ids=["csv-columns", "jsonl-columns", "empty-csv"])
 def test_stream_unusable_input_is_a_one_line_error(tmp_path, capsys, content, name, message):
     path = tmp_path / name
