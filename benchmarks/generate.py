@@ -37,6 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections import Counter
 from collections.abc import Iterator
 
 NOTE_FIELDS = ("note_id", "patient_id", "note_date", "encounter_id", "text")
@@ -169,9 +170,9 @@ SAMPLE_STAFF = (
     Staff("Dr Mensah", "Lakeview", "urgent", 1),
     Staff("Dr Chen", "South", "primary", 6), Staff("Dr Abbott", "North", "primary", 5),
     Staff("Dr Evans", "Riverside", "primary", 4), Staff("Dr Lopez", "South", "primary", 3.5, overuse=2.8),
-    Staff("Dr Baker", "North", "primary", 3), Staff("Dr Gupta", "Lakeview", "primary", 3, overuse=2.5),
+    Staff("Dr Baker", "North", "primary", 3), Staff("Dr Gupta", "Lakeview", "primary", 4, overuse=3.0),
     Staff("Dr Diaz", "South", "primary", 2), Staff("Dr Fischer", "Riverside", "primary", 1),
-    Staff("Dr Ibrahim", "South", "primary", 0.7), Staff("Dr Jensen", "North", "primary", 0.5),
+    Staff("Dr Ibrahim", "South", "primary", 1), Staff("Dr Jensen", "North", "primary", 0.6),
     Staff("Dr Kowalski", "Downtown", "spine", 4), Staff("Dr Nguyen", "Downtown", "spine", 2),
     Staff("Dr Patel", "Downtown", "spine", 1),
 )
@@ -861,7 +862,7 @@ def patient_visits(seed: int, number: int, profile: Profile = BENCHMARK) -> Iter
         note_id = f"N{number:07d}-{visit}"
         encounter_id = f"E{number:07d}{visit}"
         note = {"note_id": note_id, "patient_id": pt.id, "note_date": day.isoformat(), "encounter_id": encounter_id,
-                "text": text}
+                "text": text, "case": case_name, "style": style}
         orders = make_orders(rng, case, note, profile, staff)
         next_day = day + dt.timedelta(days=_pick(rng, profile.gaps))
         last = visit == visits - 1 or (profile.last_day is not None and next_day > profile.last_day)
@@ -936,7 +937,8 @@ def orphan_order(rng: random.Random, profile: Profile, pt: Patient, first_day: d
 
 
 def generate(n: int, seed: int = 0, profile: Profile = BENCHMARK) -> Iterator[tuple[dict, list[dict]]]:
-    """The first `n` notes of the archive for `seed` and `profile`, each with the orders placed at its visit."""
+    """The first `n` notes of the archive for `seed` and `profile`, each with the orders placed at its visit. A note
+    also carries what the generator made it from, `case` and `style`, which the archive files leave out."""
     produced, number = 0, 0
     while produced < n:
         for note, orders in patient_visits(seed, number, profile):
@@ -975,6 +977,7 @@ def write_archive(out_dir: str | Path, n: int, seed: int = 0, fmt: str = "csv", 
     suffix = f"{fmt}.gz" if compress else fmt
     notes_path, orders_path = out_dir / f"notes.{suffix}", out_dir / f"orders.{suffix}"
     lengths, n_bytes, n_orders, notes_with_orders, patients, dates = [], 0, 0, 0, set(), set()
+    cases, styles = Counter(), Counter()
 
     def count(note: dict, orders: list[dict]) -> None:
         nonlocal n_bytes, n_orders, notes_with_orders
@@ -984,10 +987,13 @@ def write_archive(out_dir: str | Path, n: int, seed: int = 0, fmt: str = "csv", 
         notes_with_orders += bool(orders)
         patients.add(note["patient_id"])
         dates.add(note["note_date"])
+        cases[note["case"]] += 1
+        styles[note["style"]] += 1
 
     if fmt == "csv":
         with _csv_file(notes_path, compress) as nf, _csv_file(orders_path, compress) as of:
-            note_writer, order_writer = csv.DictWriter(nf, NOTE_FIELDS), csv.DictWriter(of, ORDER_FIELDS)
+            note_writer = csv.DictWriter(nf, NOTE_FIELDS, extrasaction="ignore")
+            order_writer = csv.DictWriter(of, ORDER_FIELDS)
             note_writer.writeheader()
             order_writer.writeheader()
             for note, orders in generate(n, seed, profile):
@@ -1006,6 +1012,7 @@ def write_archive(out_dir: str | Path, n: int, seed: int = 0, fmt: str = "csv", 
         pd.DataFrame(all_orders, columns=list(ORDER_FIELDS)).to_parquet(orders_path, index=False)
     return {"notes_path": str(notes_path), "orders_path": str(orders_path), "notes": len(lengths), "seed": seed,
             "profile": profile.name, "patients": len(patients), "first_date": min(dates), "last_date": max(dates),
+            "cases": dict(cases.most_common()), "styles": dict(styles.most_common()),
             "text_bytes": n_bytes, "orders": n_orders, "notes_with_orders": notes_with_orders,
             "lengths": length_stats(lengths), "seconds": round(time.perf_counter() - started, 2)}
 
@@ -1033,6 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--gzip writes CSV only")
     info = write_archive(args.out, args.notes, args.seed, args.format, PROFILES[args.profile], args.gzip)
     print(describe(info))
+    print("  cases: " + ", ".join(f"{name} {count}" for name, count in info["cases"].items()))
     print(f"  {info['notes_path']}\n  {info['orders_path']}")
     return 0
 
