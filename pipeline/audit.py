@@ -62,17 +62,20 @@ class Order:
     priority: str | None = None
     provider: str | None = None
     site: str | None = None
+    order_date_invalid: bool = False  # an order_date was given but is not a date (then order_date is None)
 
     @classmethod
     def from_record(cls, record: Mapping) -> "Order":
         cpt = record.get("cpt")
         if isinstance(cpt, float) and cpt == cpt:
             cpt = str(int(cpt))  # a CSV reader's 72148.0
+        order_date = parse_date(record.get("order_date"))
         return cls(order_id=str(record["order_id"]), description=text_or_none(record.get("description")), cpt=text_or_none(cpt),
                    note_id=text_or_none(record.get("note_id")), encounter_id=text_or_none(record.get("encounter_id")),
-                   patient_id=text_or_none(record.get("patient_id")), order_date=parse_date(record.get("order_date")),
+                   patient_id=text_or_none(record.get("patient_id")), order_date=order_date,
                    priority=text_or_none(record.get("priority")), provider=text_or_none(record.get("provider")),
-                   site=text_or_none(record.get("site")))
+                   site=text_or_none(record.get("site")),
+                   order_date_invalid=order_date is None and text_or_none(record.get("order_date")) is not None)
 
 
 class CompactSummary(Mapping):
@@ -185,7 +188,8 @@ def _choose(order: Order, by_id: NoteRef | None, encounter: NoteRef | None, wind
         reasons.append(f"no note of encounter {order.encounter_id}")
     if order.patient_id:
         if order.order_date is None:
-            reasons.append("no order_date to match by patient")
+            reasons.append("order_date is not a YYYY-MM-DD date, so no match by patient" if order.order_date_invalid
+                           else "no order_date to match by patient")
         else:
             if window is not None:
                 return window, "patient_window"

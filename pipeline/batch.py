@@ -15,6 +15,7 @@ import hashlib
 import heapq
 import json
 import os
+import re
 import resource
 import shutil
 import sys
@@ -34,12 +35,13 @@ from .scenarios import Edition, Recommendation, choose_edition, recommend
 from .sources import READ_ERROR
 from .summary import SUMMARY_FIELDS, evidence_by_label
 from .tables import (PASSTHROUGH_NOTE_COLUMNS, InputError, TableWriter, UsageError, arrow_schema, private_files,
-                     read_parts, read_records, to_arrow, write_json, write_part)
+                     read_parts, to_arrow, write_json, write_part)
 
 AUDIT_NOTE_FIELDS = ("scenarios", "urgency", "recommended", "rationale", "edition")
 ERROR_FIELDS = ("note_id", "reason")
 TEXT_FIELDS = ("text", "cue")
 DEFAULT_CHUNK_SIZE = 500
+DEFAULT_MAX_CHARS = 1_000_000  # longer notes go to errors (a 1M-character note takes ~20 s and ~350 MB)
 PARTS = "_parts"
 NOTE_COLUMNS = ("note_id", "text", *PASSTHROUGH_NOTE_COLUMNS)  # what a chunk carries of each record
 _SUMMARY_TYPES = {"age": "int", "duration_days": "int", "bilateral_deficit": "bool", "progressive_deficit": "bool",
@@ -85,7 +87,11 @@ def note_key(note_id) -> str | None:
 def check_note(record: dict, row: int, repeated: Callable[[str], bool]) -> tuple[dict | None, dict | None]:
     """The validation of one record, the `row`-th of the input (1-based), whose id was seen before when
     `repeated(note_id)` (asked only of a record with an id and no reader's error): a reader's error, missing id,
-    duplicate id, missing / non-string / empty text. Returns (note, None) or (None, error row)."""
+    duplicate id, missing / non-string / empty text. Returns (note, None) or (None, error row). A NUL in the
+    text becomes a space (as the CSV reader reads it; one for one, so offsets are unchanged)."""
+    if isinstance(record.get("note_id"), (dict, list, tuple, bool, bytes)):
+        return None, {"note_id": f"row:{row}",
+                      "reason": f"note_id is not text or a number ({type(record['note_id']).__name__})"}
     note_id = note_key(record.get("note_id"))
     if record.get(READ_ERROR):
         return None, {"note_id": note_id or f"row:{row}", "reason": record[READ_ERROR]}
@@ -97,9 +103,10 @@ def check_note(record: dict, row: int, repeated: Callable[[str], bool]) -> tuple
     if not isinstance(text, str):
         reason = "missing text" if text is None else f"text is not a string ({type(text).__name__})"
         return None, {"note_id": note_id, "reason": reason}
+    text = text.replace("\0", " ")
     if not text.strip():
         return None, {"note_id": note_id, "reason": "empty text"}
-    return {**record, "note_id": note_id}, None
+    return {**record, "note_id": note_id, "text": text}, None
 
 
 class NoteValidator:
@@ -168,6 +175,7 @@ class ChunkSettings:
     snippets: bool = True
     edition: str | None = None
     links: LinkKeys | None = None  # None: no orders, so no audit rows
+    max_chars: int = DEFAULT_MAX_CHARS  # a longer note goes to errors (--max-chars)
 
 
 @dataclass
@@ -184,6 +192,7 @@ class ChunkOutput:
     refs: list[NoteRef]
     editions: Counter
     pipeline: str | None = None
+    warnings: Counter = field(default_factory=Counter)  # notes processed despite a problem, by kind
 
 
 @lru_cache(maxsize=2)
@@ -203,10 +212,21 @@ def process_chunk(chunk: Chunk, settings: ChunkSettings, extractor=None,
     Extractor: no files, no global state; the same for every engine."""
     extractor = extractor or cached_extractor(settings.rules_dir, settings.rules_digest)
     editions = extractor.rules.editions
-    results, failures = _extract(extractor, chunk.notes, on_note)
+    too_long = {note["seq"]: f"note too long ({len(note['text']):,} characters; the limit is "
+                             f"{settings.max_chars:,}: raise it with --max-chars)"
+                for note in chunk.notes if len(note["text"]) > settings.max_chars}
+    nlp = getattr(extractor, "nlp", None)
+    if too_long and on_note:
+        for _ in too_long:
+            on_note()
+    if nlp is not None and nlp.max_length < settings.max_chars:  # spaCy's own limit (1,000,000) follows ours
+        nlp.max_length = settings.max_chars
+    results, failures = _extract(extractor, [n for n in chunk.notes if n["seq"] not in too_long], on_note)
+    failures.update(too_long)
     findings, notes, missed, refs = [], [], [], []
     errors = list(chunk.errors)
     editions_used: Counter = Counter()
+    warnings: Counter = Counter()
     for note in chunk.notes:
         result = results.get(note["seq"])
         if result is None:
@@ -221,6 +241,8 @@ def process_chunk(chunk: Chunk, settings: ChunkSettings, extractor=None,
         fields, recommendation, note_edition = note_audit_fields(result, extra, editions, settings.edition,
                                                                  evidence=evidence)
         notes.append({**result.summary, **extra, **fields})
+        if text_or_none(extra.get("note_date")) and parse_date(extra.get("note_date")) is None:
+            warnings["note_date not a date"] += 1
         if fields["edition"]:
             editions_used[fields["edition"]] += 1
         if settings.links is None or recommendation is None:
@@ -236,7 +258,7 @@ def process_chunk(chunk: Chunk, settings: ChunkSettings, extractor=None,
     missed.sort(key=lambda row: row["note_id"])
     meta = getattr(getattr(extractor, "nlp", None), "meta", None) or {}
     return ChunkOutput(chunk.index, chunk.rows, findings, notes, [row for _, row in errors], missed, refs,
-                       editions_used, meta.get("lbp_pipeline"))
+                       editions_used, meta.get("lbp_pipeline"), warnings)
 
 
 def _extract(extractor, notes: list[dict], on_note=None) -> tuple[dict, dict]:
@@ -331,7 +353,14 @@ def chunk_done(output: ChunkOutput, seconds: float) -> dict:
             "counts": {"notes": len(output.notes), "errors": len(output.errors), "findings": len(output.findings),
                        "missed": len(output.missed)},
             "editions": dict(output.editions), "pipeline": output.pipeline, "seconds": round(seconds, 3),
-            "peak_rss_mb": _peak_rss_mb(), "refs": [ref.as_json() for ref in output.refs]}
+            "peak_rss_mb": _peak_rss_mb(), "refs": [ref.as_json() for ref in output.refs],
+            "error_kinds": dict(Counter(error_kind(row["reason"]) for row in output.errors)),
+            "warnings": dict(output.warnings)}
+
+
+def error_kind(reason: str) -> str:
+    """The kind of an error reason: its words before the first ' (' or ':' ('not valid UTF-8', 'empty text')."""
+    return re.split(r" \(|:", reason, maxsplit=1)[0]
 
 
 def _start_method() -> str:
@@ -383,12 +412,20 @@ ORDER_COLUMN_ALIASES = {
 }
 
 
-def read_orders(path: str | Path | None, columns: dict | None = None, records: Iterable[dict] | None = None
-                ) -> tuple[list[Order], list[dict]]:
+def read_orders(path: str | Path | None, columns: dict | None = None, records: Iterable[dict] | None = None,
+                encoding: str = "utf-8") -> tuple[list[Order], list[dict]]:
     """The orders file (or `records`) as `Order`s; rows that cannot be orders go to the second list with a
-    reason. Common alternative column names (`cpt_code`, `order_description`, ...) are read when ours are absent."""
+    reason. Common alternative column names (`cpt_code`, `order_description`, ...) are read when ours are absent.
+    A file without an order_id column, a description or CPT column, or a column to match notes by is an
+    `InputError`."""
+    if records is None:
+        from .sources import open_source
+
+        source = open_source(path, columns, required=("order_id",), encoding=encoding)
+        _check_order_columns(source.columns, Path(path))
+        records = iter(source)
     orders, problems, seen = [], [], set()
-    for row_number, record in enumerate(records if records is not None else read_records(path, columns), 1):
+    for row_number, record in enumerate(records, 1):
         for ours, theirs in ORDER_COLUMN_ALIASES.items():
             if record.get(ours) is None:
                 record[ours] = next((record[t] for t in theirs if record.get(t) is not None), None)
@@ -406,6 +443,22 @@ def read_orders(path: str | Path | None, columns: dict | None = None, records: I
         seen.add(order.order_id)
         orders.append(order)
     return orders, problems
+
+
+def _check_order_columns(columns: list[str] | None, path: Path) -> None:
+    """`InputError` when a header (CSV, Parquet: not JSONL, whose records may leave out empty fields) has no
+    column to judge an order by or none to match it to a note by."""
+    from .sources import format_of, shown_columns
+
+    if columns is None or format_of(path) == "jsonl":
+        return
+    procedure = ("description", "cpt", *ORDER_COLUMN_ALIASES["description"], *ORDER_COLUMN_ALIASES["cpt"])
+    if not set(columns) & set(procedure):
+        raise InputError(f"{path.name}: no 'description' or 'cpt' column ({shown_columns(columns)}): "
+                         f"no order could be judged")
+    if not set(columns) & {"note_id", "encounter_id", "patient_id"}:
+        raise InputError(f"{path.name}: no 'note_id', 'encounter_id' or 'patient_id' column "
+                         f"({shown_columns(columns)}): no order could be matched to a note")
 
 
 # ---------------------------------------------------------------- inputs
@@ -429,7 +482,7 @@ def _sql():
     return sql
 
 
-def _open_notes(spec, columns, table, query, omop):
+def _open_notes(spec, columns, table, query, omop, encoding: str = "utf-8"):
     """The notes as a streaming `Source`, from a file, a folder or a database."""
     from .sources import Source, open_source
 
@@ -440,10 +493,11 @@ def _open_notes(spec, columns, table, query, omop):
                       fingerprint=sql.fingerprint(str(spec), **kwargs))
     if table or query:
         raise UsageError("--table and --query need a database as NOTES")
-    return open_source(spec, columns, required=("note_id", "text"), keep=NOTE_COLUMNS)
+    return open_source(spec, columns, required=("note_id", "text"), keep=NOTE_COLUMNS, encoding=encoding)
 
 
-def _read_orders_from(spec, columns, table, query, omop) -> tuple[list[Order], list[dict], dict]:
+def _read_orders_from(spec, columns, table, query, omop, encoding: str = "utf-8"
+                      ) -> tuple[list[Order], list[dict], dict]:
     from .sources import fingerprint
 
     if _maybe_database(spec) and _sql().is_database(str(spec)):
@@ -453,7 +507,7 @@ def _read_orders_from(spec, columns, table, query, omop) -> tuple[list[Order], l
         return orders, problems, sql.fingerprint(str(spec), **kwargs)
     if table or query:
         raise UsageError("--orders-table and --orders-query need a database as ORDERS")
-    orders, problems = read_orders(spec, columns)
+    orders, problems = read_orders(spec, columns, encoding=encoding)
     return orders, problems, fingerprint(spec)
 
 
@@ -484,20 +538,25 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         keep_parts: bool = False, rules_dir: str | Path | None = None, table: str | None = None,
         query: str | None = None, orders_table: str | None = None, orders_query: str | None = None,
         omop: bool = False, to_sql: str | None = None, engine: str = "local", start_method: str | None = None,
-        say: Callable[[str], None] = _say) -> dict:
+        encoding: str = "utf-8", max_chars: int = DEFAULT_MAX_CHARS, say: Callable[[str], None] = _say) -> dict:
     """Extract findings from every note of `notes_path`, audit the orders of `orders_path` (if given)
     and write the tables to `out_dir`, `chunk_size` input records at a time on `jobs` processes.
     `resume` continues an interrupted run of the same inputs and options into the same `out_dir`.
     `snippets=False` (`--no-text`) writes no note text into any table. Files are created readable by the
-    owner only unless `shared_output=True` is given (then the umask decides)."""
+    owner only unless `shared_output=True` is given (then the umask decides). `encoding` is that of the
+    CSV / JSONL / .txt inputs (rows not valid in it go to errors); a note longer than `max_chars` characters
+    goes to errors."""
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if engine not in ("local", "spark"):
         raise UsageError(f"--engine {engine}: unknown (use local or spark)")
     if engine == "spark" and resume:
         raise UsageError("--resume is not available with --engine spark (Spark retries a failed task itself)")
-    if jobs < 1 or chunk_size < 1:
-        raise UsageError("--jobs and --chunk-size must be at least 1")
+    if jobs < 1 or chunk_size < 1 or max_chars < 1:
+        raise UsageError("--jobs, --chunk-size and --max-chars must be at least 1")
+    from .sources import check_encoding
+
+    encoding = check_encoding(encoding)
     out_dir = Path(out_dir)
     rules_dir = str(rules_dir) if rules_dir is not None else None
     if extractor is not None:
@@ -512,23 +571,27 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     timings: Counter = Counter()
     clock = time.perf_counter()
     orders, order_problems, orders_fp = _read_orders_from(orders_path, order_columns, orders_table, orders_query,
-                                                          omop) if orders_path else ([], [], None)
+                                                          omop, encoding) if orders_path else ([], [], None)
     if engine == "spark":  # Spark reads the notes in `extract` below (pipeline/spark.py)
+        from functools import partial
+
         from .spark import SparkNotes
 
-        source = SparkNotes(notes_path, columns, table, query, omop, open_local=_open_notes)
+        source = SparkNotes(notes_path, columns, table, query, omop, open_local=partial(_open_notes, encoding=encoding))
     else:
-        source = _open_notes(notes_path, columns, table, query, omop)
+        source = _open_notes(notes_path, columns, table, query, omop, encoding)
     timings["read_orders"] = time.perf_counter() - clock
     audit_on = bool(orders_path)
     matcher = OrderMatcher(orders, editions, rules.orders, window_days, edition) if audit_on else None
-    settings = ChunkSettings(rules_dir, rules.digest, snippets, edition, matcher.keys if matcher else None)
+    settings = ChunkSettings(rules_dir, rules.digest, snippets, edition, matcher.keys if matcher else None,
+                             max_chars)
     schemas = table_schemas(snippets)
     part_schemas = _part_schemas(snippets, audit_on)
     fingerprints = {"notes": source.fingerprint, **({"orders": orders_fp} if audit_on else {})}
     run_key = {"tool": "lbp-audit", "version": __version__, "rules_digest": rules.digest, "inputs": fingerprints,
                "columns": columns or {}, "order_columns": order_columns or {}, "chunk_size": chunk_size,
-               "snippets": snippets, "edition": edition, "audit": audit_on, "omop": omop,
+               "snippets": snippets, "edition": edition, "audit": audit_on, "omop": omop, "encoding": encoding,
+               "max_chars": max_chars,
                "tables": {"notes": table, "query": query, "orders": orders_table, "orders_query": orders_query}}
     parts = _prepare_parts(out_dir, run_key, resume, say)
 
@@ -538,11 +601,15 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     bar = Progress(total=source.total, fraction=source.fraction, read=lambda: validator.rows, enabled=progress)
     counts = Counter()
     editions_used: Counter = Counter()
+    error_kinds: Counter = Counter()
+    warnings: Counter = Counter()
     state = {"pipeline": None, "chunks": 0, "resumed": 0, "worker_rss": 0.0, "worker_seconds": 0.0}
 
     def settle(done: dict, skipped: bool) -> None:
         counts.update(done["counts"])
         editions_used.update(done["editions"])
+        error_kinds.update(done.get("error_kinds") or {})
+        warnings.update(done.get("warnings") or {})
         state["pipeline"] = state["pipeline"] or done.get("pipeline")
         state["chunks"] += 1
         state["resumed"] += skipped
@@ -660,6 +727,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
             pieces = _counting(pieces, verdicts, editions_used, judged)
         paths[name] = str(_publish(out_dir, name, fmt, schemas[name], pieces, table_rows))
     if matcher is not None:
+        warnings["order_date not a date"] += sum(order.order_date_invalid for order in orders)
         out_counts.update({"orders_read": len(orders) + len(order_problems),
                            "orders_judged": judged["rows"],
                            "orders_unmatched": len(unmatched_rows),
@@ -691,6 +759,10 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         "format": fmt,
         "no_text": not snippets,
         "counts": out_counts,
+        "errors_by_kind": dict(error_kinds.most_common()),
+        "warnings": {kind: n for kind, n in warnings.most_common() if n},
+        "encoding": encoding,
+        "max_chars": max_chars,
         "outputs": paths,
         "table_rows": table_rows,
         "table_sha256": table_sha256,

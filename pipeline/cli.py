@@ -28,7 +28,8 @@ def cmd_run(args) -> int:
                        resume=args.resume, progress=progress_wanted(sys.stderr, args.no_progress),
                        keep_parts=args.keep_parts, table=args.table, query=args.query,
                        orders_table=args.orders_table, orders_query=args.orders_query, omop=args.omop,
-                       to_sql=args.to_sql, engine=args.engine, shared_output=args.shared_output)
+                       to_sql=args.to_sql, engine=args.engine, shared_output=args.shared_output,
+                       encoding=args.encoding, max_chars=args.max_chars)
     except RunError as err:
         print(f"lbp-audit: error: {err}", file=sys.stderr)
         return 1
@@ -37,8 +38,11 @@ def cmd_run(args) -> int:
               f"run the same command with --resume to continue", file=sys.stderr)
         return 130
     counts = manifest["counts"]
-    print(f"lbp-audit {__version__}: {counts['notes_read']} notes read, {counts['notes_written']} summarised, "
-          f"{counts['errors']} errors, {counts['findings']} findings")
+    kinds = manifest.get("errors_by_kind") or {}
+    why = f" ({', '.join(f'{n:,} {kind}' for kind, n in kinds.items())})" if kinds else ""
+    print(f"lbp-audit {__version__}: {counts['notes_read']:,} notes read: {counts['notes_written']:,} summarised, "
+          f"{counts['errors']:,} errors{why}, {counts['findings']:,} findings")
+    _warn_about(manifest, args.notes)
     if args.orders:
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(counts["verdicts"].items(), key=lambda kv: -kv[1]))
         print(f"orders: {counts['orders_read']} read, {counts['orders_judged']} matched to a note, "
@@ -59,21 +63,55 @@ def cmd_run(args) -> int:
     return 0
 
 
+_WARNINGS = {
+    "note_date not a date": "{n:,} notes with a note_date that is not a YYYY-MM-DD date: summarised, their date left "
+                            "out of order matching and the choice of guideline edition",
+    "order_date not a date": "{n:,} orders with an order_date that is not a YYYY-MM-DD date: judged by their note's "
+                             "date, not matched by patient and date",
+}
+
+
+def _warn_about(manifest: dict, notes) -> None:
+    """One line on standard error for each kind of problem the run worked around (counts only, never text)."""
+    if manifest["counts"]["notes_read"] == 0:
+        print(f"lbp-audit: warning: no notes in {notes}", file=sys.stderr)
+    for kind, n in (manifest.get("warnings") or {}).items():
+        print(f"lbp-audit: warning: {_WARNINGS.get(kind, '{n:,} ' + kind).format(n=n)}", file=sys.stderr)
+    undecodable = (manifest.get("errors_by_kind") or {}).get("not valid UTF-8", 0)
+    if undecodable:
+        print(f"lbp-audit: warning: {undecodable:,} of the errors are not valid UTF-8: if the file was saved as "
+              f"Windows or Latin-1 text, run again with --encoding cp1252 (or latin-1)", file=sys.stderr)
+
+
 def cmd_explain(args) -> int:
     from .explain import assess, render
 
+    from .sources import check_encoding, undecodable
+    from .tables import InputError
+
+    where = args.file or ("the note" if args.text and args.text != "-" else "standard input")
+    encoding = check_encoding(args.encoding)
+    codec = "utf-8-sig" if encoding == "utf-8" else encoding  # a byte order mark is not part of the note
     try:
         if args.file:
-            text = Path(args.file).read_bytes().decode("utf-8")
+            text = Path(args.file).read_bytes().decode(codec)
         elif args.text and args.text != "-":
             text = args.text
         else:
-            text = sys.stdin.buffer.read().decode("utf-8")
-    except UnicodeDecodeError:
-        from .tables import InputError
-
-        raise InputError(f"{args.file or 'standard input'}: not UTF-8 text") from None
+            text = sys.stdin.buffer.read().decode(codec)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{where}: {undecodable(err, encoding)}; if it is Windows or Latin-1 text, add "
+                         f"--encoding cp1252 (or latin-1)") from None
+    except OSError as err:
+        raise InputError(f"{where}: cannot be read ({err.strerror or type(err).__name__})") from None
+    text = text.replace("\0", " ")  # as `run` reads it
+    if not text.strip():
+        raise InputError(f"{where}: empty note (nothing to explain)")
+    if len(text) > args.max_chars:
+        raise InputError(f"{where}: note too long ({len(text):,} characters; the limit is {args.max_chars:,}: "
+                         f"raise it with --max-chars)")
     extractor = _extractor(args)
+    extractor.nlp.max_length = max(extractor.nlp.max_length, args.max_chars)
     result = extractor.extract(text, note_id=args.note_id)
     assessment = assess(result, extractor.rules, args.order or [], date=args.date, edition=args.edition,
                         priority=args.priority)
@@ -179,6 +217,17 @@ def _positive(value: str) -> int:
     return number
 
 
+def _input_options(p: argparse.ArgumentParser) -> None:
+    from .batch import DEFAULT_MAX_CHARS
+
+    p.add_argument("--encoding", default="utf-8",
+                   help="encoding of CSV, JSONL and .txt input (default utf-8; e.g. cp1252 or latin-1 for Windows "
+                        "exports): rows not valid in it go to errors")
+    p.add_argument("--max-chars", type=_positive, default=DEFAULT_MAX_CHARS,
+                   help=f"a longer note goes to errors (default {DEFAULT_MAX_CHARS:,} characters; such a note "
+                        f"takes ~20 s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lbp-audit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lbp-audit {__version__}")
@@ -224,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--omop", action="store_true",
                    help="OMOP CDM input tables (NOTE, ...) and a note_nlp output table")
     p.add_argument("--to-sql", metavar="URL", help="also write every table into this database")
+    _input_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("explain", help="one note in the terminal: findings, assertions, evidence")
@@ -236,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--priority", help="the order's priority (STAT, urgent, routine)")
     p.add_argument("--date", help="the order date (YYYY-MM-DD): picks the guideline edition in force")
     p.add_argument("--edition", help="force a guideline edition (ACR-2021 or ACR-2016)")
+    _input_options(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="precision / recall / F1 against an annotated corpus")

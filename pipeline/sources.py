@@ -68,7 +68,7 @@ def format_of(path: Path) -> str:
         return "parquet" if any(p.suffix == ".parquet" for p in path.iterdir()) else "txt"
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
     if suffix not in FORMATS:
-        raise InputError(f"{path.name}: unknown input format {suffix!r} "
+        raise InputError(f"{path.name}: unknown input format {repr(suffix) if suffix else '(no file extension)'} "
                          f"(use .csv, .jsonl, .parquet, .csv.gz, .jsonl.gz or a folder of .txt or .parquet files)")
     return FORMATS[suffix]
 
