@@ -901,7 +901,8 @@ def _verdicts_html(report: Report) -> str:
 def _group_html(table_id: str, table: pd.DataFrame, label: str, verdicts: Sequence[str],
                 flags: pd.Series | None = None) -> str:
     verdicts = [v for v in verdicts if table[v].sum()]  # a verdict no row has gets no column
-    headers = [label, *verdicts, "Judged", "Concordant", "95 % interval", "Not indicated", "95 % interval"]
+    headers = [label, *verdicts, "Judged", "Concordant", "Concordant 95 % CI", "Not indicated",
+               "Not indicated 95 % CI"]
     if flags is not None:
         headers.append("Funnel")
     rows = []
