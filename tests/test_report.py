@@ -1,6 +1,7 @@
 """`lbp-audit report DIR`: the HTML report's figures against counts computed directly from the run's tables."""
 import math
 import os
+import shlex
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -384,11 +385,26 @@ def test_report_quotes_escaped_evidence_with_text(small_runs):
     assert "Strength 5/5. No saddle" not in text  # the rest of the note is not
 
 
-@pytest.mark.parametrize("run, option", [("text", ["--no-text"]), ("no-text", [])],
-                         ids=["report-no-text", "run-no-text"])
-def test_report_no_text_shows_ids_and_labels_only(small_runs, run, option, tmp_path):
+def _manifest_says_no_text(run: Path, tmp_path: Path) -> Path:
+    """A copy of the text run whose manifest says it was made with --no-text."""
+    import json
+    import shutil
+
+    copy = shutil.copytree(run, tmp_path / "copy")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "no_text": True}))
+    return copy
+
+
+@pytest.mark.parametrize("run, option, prepare", [
+    ("text", ["--no-text"], None),
+    ("no-text", [], None),
+    ("text", [], _manifest_says_no_text),
+], ids=["report-no-text", "run-no-text", "manifest-no-text"])
+def test_report_no_text_shows_ids_and_labels_only(small_runs, run, option, prepare, tmp_path):
     out = tmp_path / "report.html"
-    assert main(["report", str(small_runs[run]), "--out", str(out), *option]) == 0
+    folder = prepare(small_runs[run], tmp_path) if prepare else small_runs[run]
+    assert main(["report", str(folder), "--out", str(out), *option]) == 0
     text = out.read_text(encoding="utf-8")
     page = Page(text)
     assert MARKER not in text and "<q>" not in text
@@ -434,3 +450,20 @@ def test_report_of_an_unfinished_run_is_a_one_line_error(tmp_path, make, capsys)
     assert code == 2 and stdout == ""
     assert stderr.count("\n") == 1 and stderr.startswith("lbp-audit: error: ") and "Traceback" not in stderr
     assert not (folder / "report.html").exists()
+
+
+def test_report_readme_commands_run(tmp_path, monkeypatch, capsys):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The report"):]
+    block = section[section.index("```bash\n") + 8:section.index("```", section.index("```bash\n") + 8)]
+    (tmp_path / "samples").symlink_to(ROOT / "samples")
+    monkeypatch.chdir(tmp_path)
+    for line in block.strip().splitlines():
+        args = shlex.split(line, comments=True)
+        assert args[0] == "lbp-audit"
+        if args[1] == "run":
+            args += ["--jobs", "1", "--no-progress"]
+        assert main(args[1:]) == 0, line
+    assert capsys.readouterr().out.count("report: ") == 2
+    assert "<q>" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<q>" not in (tmp_path / "committee.html").read_text(encoding="utf-8")
