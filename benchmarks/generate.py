@@ -16,7 +16,7 @@ medication lists, labs, boilerplate) brings the lengths to 300-8,000 characters,
 A profile says what the archive looks like around the notes: the date range, visits per patient, the case
 mix, how often each case is imaged and by whom. `benchmark` (the default) spreads visits over 2014-2024 with
 random providers and sites. `sample` is the bundled sample: visits from 2023-01-01 to 2025-12-31, about
-1.35 notes a patient, a roster of ordering providers with home sites, uneven volumes and two providers who
+1.4 notes a patient, a roster of ordering providers with home sites, uneven volumes and two providers who
 image uncomplicated backs more often, non-lumbar orders that fit the visit, and orders whose visit note is
 not in the archive. `--gzip` writes `notes.csv.gz` and `orders.csv.gz`, byte for byte the same each time.
 
@@ -36,9 +36,9 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 NOTE_FIELDS = ("note_id", "patient_id", "note_date", "encounter_id", "text")
 ORDER_FIELDS = ("order_id", "patient_id", "encounter_id", "note_id", "order_date", "description", "cpt",
@@ -124,7 +124,6 @@ ORDER_PLAN = {
 }
 
 
-
 # --- profiles: what an archive looks like around its notes -------------------------------------------------
 @dataclass(frozen=True)
 class Staff:
@@ -139,6 +138,7 @@ class Staff:
 
 @dataclass(frozen=True)
 class Profile:
+    """What an archive looks like around its notes (the notes themselves are composed the same way)."""
     name: str
     first_day: dt.date             # first visits fall in first_day .. first_day + days
     days: int
@@ -157,8 +157,10 @@ class Profile:
     dated_padding: bool = False    # dates in padding blocks before the visit (else before REFERENCE_DAY)
 
 
-BENCHMARK = Profile("benchmark", EPOCH, 3650, None, (1, 1, 1, 2, 2, 3, 4), (3, 10, 30, 90, 200, 400), CASES,
-                    ORDER_PLAN, {"": OTHER_ORDERS}, (0.4, 0.75), 0.9, 0.6)
+BENCHMARK = Profile(
+    "benchmark", first_day=EPOCH, days=3650, last_day=None, visits=(1, 1, 1, 2, 2, 3, 4),
+    gaps=(3, 10, 30, 90, 200, 400), cases=CASES, order_plan=ORDER_PLAN, other_orders={"": OTHER_ORDERS},
+    link=(0.4, 0.75), keep_description=0.9, keep_cpt=0.6)
 
 # which providers see a visit written in each style
 SETTING_OF_STYLE = {"terse_ed": "ed", "ed": "ed", "admission": "ed", "urgent_care": "urgent",
@@ -189,17 +191,18 @@ SAMPLE_OTHER_ORDERS = {
     "hypertension follow-up": (("US RENAL COMPLETE", "76770"), ("XR CHEST 2 VIEWS", "71046")),
 }
 SAMPLE = Profile(
-    "sample", dt.date(2023, 1, 1), 1094, dt.date(2025, 12, 31), (1, 1, 1, 1, 1, 1, 2, 2, 3),
-    (7, 14, 28, 42, 90, 180, 365),
-    (("general", 22), ("mechanical", 46), ("radicular", 12), ("chronic", 8), ("weakness", 1.8), ("foot_drop", 1.0),
-     ("ces", 0.6), ("cancer", 2.2), ("infection", 0.7), ("fracture", 2.5), ("postop", 1.8)),
-    {"general": (0.06, ("other",)), "mechanical": (0.13, ("xr", "xr", "mri", "other")),
-     "radicular": (0.25, ("mri", "xr", "mri")), "chronic": (0.30, ("mri", "xr", "ct")),
-     "weakness": (0.8, ("mri", "xr")), "foot_drop": (0.9, ("mri", "mri", "xr", "ct")),
-     "ces": (0.9, ("mri", "mri", "ct")), "cancer": (0.7, ("mri_wwo", "mri", "xr")),
-     "infection": (0.85, ("mri_wwo", "mri", "ct")), "fracture": (0.75, ("xr", "ct", "mri")),
-     "postop": (0.5, ("mri_wwo", "mri", "xr", "ct"))},
-    SAMPLE_OTHER_ORDERS, (0.15, 0.65), 0.88, 0.6, SAMPLE_STAFF, ("mechanical", "radicular"), 0.03, True)
+    "sample", first_day=dt.date(2023, 1, 1), days=1094, last_day=dt.date(2025, 12, 31),
+    visits=(1, 1, 1, 1, 1, 1, 2, 2, 3), gaps=(7, 14, 28, 42, 90, 180, 365),
+    cases=(("general", 22), ("mechanical", 46), ("radicular", 12), ("chronic", 8), ("weakness", 1.8),
+           ("foot_drop", 1.0), ("ces", 0.6), ("cancer", 2.2), ("infection", 0.7), ("fracture", 2.5), ("postop", 1.8)),
+    order_plan={"general": (0.06, ("other",)), "mechanical": (0.13, ("xr", "xr", "mri", "other")),
+                "radicular": (0.25, ("mri", "xr", "mri")), "chronic": (0.30, ("mri", "xr", "ct")),
+                "weakness": (0.8, ("mri", "xr")), "foot_drop": (0.9, ("mri", "mri", "xr", "ct")),
+                "ces": (0.9, ("mri", "mri", "ct")), "cancer": (0.7, ("mri_wwo", "mri", "xr")),
+                "infection": (0.85, ("mri_wwo", "mri", "ct")), "fracture": (0.75, ("xr", "ct", "mri")),
+                "postop": (0.5, ("mri_wwo", "mri", "xr", "ct"))},
+    other_orders=SAMPLE_OTHER_ORDERS, link=(0.15, 0.65), keep_description=0.88, keep_cpt=0.6, staff=SAMPLE_STAFF,
+    overuse_cases=("mechanical", "radicular"), orphan_orders=0.03, dated_padding=True)
 PROFILES = {p.name: p for p in (BENCHMARK, SAMPLE)}
 
 ROS_NEGATIVES = ("fever", "chills", "night sweats", "unintentional weight loss", "bowel or bladder incontinence",
@@ -575,7 +578,8 @@ def return_precautions(rng: random.Random) -> str:
 def pad_med_list(rng: random.Random, pt: Patient) -> str:
     meds = rng.sample(MED_POOL, _int(rng, 6, 14))
     return ("Current Outpatient Medications (reconciled today):\n" + "\n".join(
-        f"  {m} - Disp: {_pick(rng, (30, 90))}, Rfl: {_int(rng, 0, 5)}, Last filled {_date(rng, 400, pt.today)}" for m in meds))
+        f"  {m} - Disp: {_pick(rng, (30, 90))}, Rfl: {_int(rng, 0, 5)}, Last filled {_date(rng, 400, pt.today)}"
+        for m in meds))
 
 
 def pad_labs(rng: random.Random, pt: Patient) -> str:
@@ -631,7 +635,8 @@ def pad_copy_forward(rng: random.Random, pt: Patient) -> str:
     if not pt.history:
         return ""
     old = _pick(rng, pt.history)
-    return (f"--- Interval history copied from visit of {_date(rng, 700, pt.today)} ---\n{old}\n--- end of copied text ---\n"
+    return (f"--- Interval history copied from visit of {_date(rng, 700, pt.today)} ---\n{old}\n"
+            "--- end of copied text ---\n"
             "Interval update: " + _pick(rng, ("no change since last visit.", "symptoms improved.",
                                                "see HPI above.", "doing about the same.")))
 
@@ -666,9 +671,9 @@ def pad_orders_list(rng: random.Random, pt: Patient) -> str:
 
 
 def pad_immunizations(rng: random.Random, pt: Patient) -> str:
-    return "Immunizations reviewed:\n" + "\n".join(
-        f"  {v}: {_date(rng, 3000, pt.today)}" for v in rng.sample(("Influenza", "COVID-19 mRNA", "Tdap", "Shingrix dose 1",
-                                                         "Shingrix dose 2", "Hep B series", "PCV20", "MMR"), 4))
+    vaccines = rng.sample(("Influenza", "COVID-19 mRNA", "Tdap", "Shingrix dose 1", "Shingrix dose 2", "Hep B series",
+                           "PCV20", "MMR"), 4)
+    return "Immunizations reviewed:\n" + "\n".join(f"  {v}: {_date(rng, 3000, pt.today)}" for v in vaccines)
 
 
 PADDING = (pad_med_list, pad_health_maintenance, pad_education, pad_attestation, pad_problem_list,
@@ -885,6 +890,7 @@ def _order_fields(rng: random.Random, profile: Profile, description: str, cpt: s
 
 def make_orders(rng: random.Random, case: Case, note: dict, profile: Profile = BENCHMARK,
                 staff: Staff | None = None) -> list[dict]:
+    """The imaging orders placed at a visit, often none; by the visit's provider when the profile has a roster."""
     chance, kinds = profile.order_plan[case.name]
     if staff is not None and case.name in profile.overuse_cases:
         chance *= staff.overuse
