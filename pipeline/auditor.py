@@ -11,12 +11,12 @@ import html
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
 from .audit import DEFAULT_WINDOW_DAYS, OrderMatcher
-from .batch import (DEFAULT_CHUNK_SIZE, NOTE_COLUMNS, ChunkSettings, NoteValidator, chunks_of, process_chunk,
+from .batch import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHARS, NOTE_COLUMNS, ChunkSettings, NoteValidator, chunks_of, process_chunk,
                     read_orders, table_schemas)
 from .rules import load_rules
 from .scenarios import choose_edition
@@ -59,18 +59,19 @@ class Auditor:
 
     `rules_dir`: another folder of rule files (default: the shipped `patterns/`); `edition`: force one
     guideline edition (e.g. "ACR-2021"); `window_days`: how far back an order finds its patient's note;
-    `snippets=False` leaves note text out of the findings table and the rationales. As `lbp-audit run`.
+    `snippets=False` leaves note text out of the findings table and the rationales; a note longer than
+    `max_chars` characters is an error row. As `lbp-audit run` (`--no-text`, `--max-chars`).
     """
 
     def __init__(self, rules_dir: str | Path | None = None, edition: str | None = None,
-                 window_days: int = DEFAULT_WINDOW_DAYS, snippets: bool = True):
+                 window_days: int = DEFAULT_WINDOW_DAYS, snippets: bool = True, max_chars: int = DEFAULT_MAX_CHARS):
         from .extract import Extractor
 
         self.rules_dir = str(rules_dir) if rules_dir is not None else None
         self.rules = load_rules(rules_dir)
         if edition:
             choose_edition(self.rules.editions, forced=edition)  # an unknown edition fails here
-        self.edition, self.window_days, self.snippets = edition, window_days, snippets
+        self.edition, self.window_days, self.snippets, self.max_chars = edition, window_days, snippets, max_chars
         self.extractor = Extractor(rules=self.rules)
 
     def run(self, notes, orders=None, *, columns: Mapping[str, str] | None = None,
@@ -88,9 +89,11 @@ class Auditor:
             return self._run_spark(notes, orders, columns)
         matcher = problems = None
         if orders is not None:
-            order_list, problems = read_orders(None, records=_order_records(orders, order_columns))
+            order_list, problems = read_orders(orders, order_columns) if isinstance(orders, Path) else \
+                read_orders(None, records=_order_records(orders, order_columns))
             matcher = OrderMatcher(order_list, self.rules.editions, self.rules.orders, self.window_days, self.edition)
-        settings = ChunkSettings(None, self.rules.digest, self.snippets, self.edition, matcher.keys if matcher else None)
+        settings = ChunkSettings(None, self.rules.digest, self.snippets, self.edition, matcher.keys if matcher else None,
+                                 self.max_chars)
         rows: dict[str, list] = {"findings": [], "notes": [], "errors": [], "missed": []}
         for chunk in chunks_of(_note_records(notes, columns), DEFAULT_CHUNK_SIZE, NoteValidator()):
             output = process_chunk(chunk, settings, self.extractor)
@@ -197,9 +200,9 @@ def _note_records(notes, columns: Mapping[str, str] | None) -> Iterator[dict]:
             yield {"note_id": f"n{i}", "text": _missing_as_none({"text": note})["text"]}
 
 
-def _order_records(orders, columns: Mapping[str, str] | None) -> Iterable[dict]:
+def _order_records(orders, columns: Mapping[str, str] | None) -> list[dict]:
     if isinstance(orders, Path):
-        return open_source(orders, dict(columns or {}))
+        return list(open_source(orders, dict(columns or {})))
     rename = Renamer(dict(columns or {}))
     if isinstance(orders, pd.DataFrame):
         orders = orders.to_dict(orient="records")

@@ -137,6 +137,12 @@ def test_auditor_snippets_option_decides_whether_note_text_is_in_the_tables(audi
     assert ("text" in tables.findings.columns) is snippets and ("cue" in tables.findings.columns) is snippets
 
 
+def test_auditor_max_chars_sends_a_longer_note_to_errors(rules):
+    tables = Auditor(max_chars=40).run(["LBP x 2 days", "LBP x 2 days. " * 5])
+    assert tables.notes["note_id"].tolist() == ["n1"]
+    assert tables.errors.loc[0, "note_id"] == "n2" and tables.errors.loc[0, "reason"].startswith("note too long")
+
+
 def test_auditor_unknown_edition_fails_when_built():
     with pytest.raises(UnknownEdition, match="ACR-1999"):
         Auditor(edition="ACR-1999")
