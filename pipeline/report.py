@@ -104,7 +104,7 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # p inside despite rounding
 
 
 def funnel_limits(p: float, n: int, z: float) -> tuple[float, float]:
@@ -727,7 +727,7 @@ def plot_period_panels(table: pd.DataFrame, unit: str) -> str:
     total_k, total_n = int(table["appropriate"].sum()), int(table["judged"].sum())
     if total_n:
         bottom.axhline(100 * total_k / total_n, color="#333333", linestyle="--", linewidth=0.8)
-    bottom.set_ylim(0, 100)
+    bottom.set_ylim(-2, 102)
     _percent_axis(bottom)
     bottom.set_ylabel("concordant (of judged)")
     bottom.set_xlabel(unit)
@@ -748,7 +748,7 @@ def plot_interval_plot(table: pd.DataFrame, overall: float, what: str) -> str:
     ax.set_yticks(y, [f"{name} (n = {n:,})" for name, n in zip(rows.index, rows["judged"])], fontsize=9)
     if overall == overall:
         ax.axvline(overall * 100, color="#333333", linestyle="--", linewidth=0.8)
-    ax.set_xlim(0, 100)
+    ax.set_xlim(-2, 102)
     _percent_axis(ax, "x")
     ax.set_xlabel("judged lumbar orders that are concordant (95 % Wilson interval)")
     ax.set_title(f"Guideline-concordant share by {what}", fontsize=11)
@@ -776,7 +776,7 @@ def plot_funnel_panels(table: pd.DataFrame, concordant: float, overuse: float) -
         for name, n, share in zip(rows.index, rows["judged"], rows[f"{measure}_share"]):
             if flags[name]:
                 ax.annotate(str(name), (n, share * 100), textcoords="offset points", xytext=(4, 3), fontsize=8)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(-2, 102)  # a provider at 0 % or 100 % stays in view
         ax.set_xlim(0, top_n * 1.05 + 1)
         _percent_axis(ax)
         ax.set_xlabel("judged lumbar orders of the provider (n)")
@@ -800,7 +800,7 @@ def plot_flag_bars(flags: pd.DataFrame, in_scope: int) -> str:
     ax.scatter(drove, y, marker="D", s=16, color="#D55E00", zorder=3, label="drove a scenario")
     ax.set_yticks(y, rows["finding"].tolist(), fontsize=9)
     _percent_axis(ax, "x")
-    ax.margins(x=0.03)
+    ax.set_xlim(0, max([p + q for p, q in zip(present, possible)] + drove + [1]) * 1.06)
     ax.set_xlabel(f"share of the {in_scope:,} in-scope notes")
     ax.set_title("Red flags and other findings among in-scope notes", fontsize=11)
     ax.legend(fontsize=8, frameon=False, loc="lower right")
@@ -834,12 +834,15 @@ def _raw(value) -> str:
     return str(value)
 
 
+_NUM = ' class="num"'
+
+
 def _n(value) -> str:
-    return _td(f"{int(value):,}", int(value), ' class="num"')
+    return _td(f"{int(value):,}", int(value), _NUM)
 
 
 def _share_cells(share: float, low: float, high: float) -> str:
-    return (_td(_pct(share), share, ' class="num"') +
+    return (_td(_pct(share), share, _NUM) +
             f'<td class="num" data-low="{_raw(low)}" data-high="{_raw(high)}">{_ci(low, high)}</td>')
 
 
@@ -893,7 +896,7 @@ def _verdicts_html(report: Report) -> str:
     for r in report.verdicts.itertuples():
         rows.append(f'<tr data-key="{_e(r.verdict)}"><td><span class="swatch" style="background:'
                     f'{COLOURS.get(r.verdict, "#fff")}"></span>{_e(r.verdict)}</td>{_n(r.rows)}'
-                    f'{_td(_pct(r.share), r.share if r.share == r.share else None, " class=num")}'
+                    f'{_td(_pct(r.share), r.share if r.share == r.share else None, _NUM)}'
                     f'<td class="words">{_e(VERDICT_WORDS.get(r.verdict, ""))}</td></tr>')
     return _table("verdicts", ["Verdict", "Rows", "Share of judged lumbar orders", "Meaning"], rows)
 
@@ -922,7 +925,7 @@ def _flags_html(report: Report) -> str:
     rows = []
     for r in report.flags.itertuples():
         rows.append(f'<tr data-key="{_e(r.key)}"><th scope="row">{_e(r.finding)}</th>{_n(r.present)}{_n(r.possible)}'
-                    f'{_td(_pct(r.share), r.share, " class=num")}{_n(r.absent)}{_n(r.drove)}'
+                    f'{_td(_pct(r.share), r.share, _NUM)}{_n(r.absent)}{_n(r.drove)}'
                     f'<td>{_e(r.can_drive)}</td></tr>')
     return _table("red-flags", ["Finding", "Present", "Possible", "Present or possible, % of in-scope notes",
                                 "Documented absent", "Drove a scenario", "Scenarios it can drive"], rows,
@@ -932,7 +935,7 @@ def _flags_html(report: Report) -> str:
 def _scenarios_html(report: Report) -> str:
     n = report.headline["in_scope"]
     rows = [f'<tr data-key="{_e(r.scenario)}"><th scope="row">{_e(r.scenario)}</th>{_n(r.notes)}'
-            f'{_td(_pct(r.notes / n if n else math.nan), None, " class=num")}</tr>'
+            f'{_td(_pct(r.notes / n if n else math.nan), None, _NUM)}</tr>'
             for r in report.scenarios.itertuples()]
     return _table("scenarios", ["Scenario", "Notes", "% of in-scope notes"], rows,
                   "A note can match several scenarios")

@@ -160,6 +160,13 @@ def test_report_wilson_interval_known_values(k, n, low, high):
     assert got == pytest.approx((low, high), abs=5e-5)
 
 
+def test_report_wilson_interval_holds_the_share_even_at_0_and_n():
+    for n in range(1, 80):
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert 0 <= low <= k / n <= high <= 1, (k, n)
+
+
 def test_report_wilson_interval_of_nothing_is_undefined():
     assert all(math.isnan(x) for x in wilson_interval(0, 0))
 
