@@ -140,6 +140,17 @@ class Auditor:
         doc = self.extractor.doc(text)
         return NoteView(result, assessment, text, _modifiers(doc), _sections(doc, text))
 
+    def rule(self, rule_id: str) -> dict:
+        """A target, ConText or section rule by its id, as its rule file gives it: why a finding or a cue fired."""
+        for rule in (*self.rules.target_rules, *self.rules.context_rules):
+            if rule["metadata"]["id"] == rule_id:
+                return rule
+        for section in self.rules.section_rules:
+            if section.id == rule_id:
+                return {"id": section.id, "category": section.category, "pattern": section.regex.pattern,
+                        "examples": list(section.examples)}
+        raise KeyError(f"no target, ConText or section rule {rule_id!r}")
+
     def evaluate(self, corpus: str | Path | None = None) -> dict:
         """The report of `lbp-audit evaluate` for these rules on an annotated corpus (default `corpora/lbp`):
         `per_label` P/R/F1 of note-level `present`, `micro`, `status_accuracy`, `mentions`, `audit`, …"""

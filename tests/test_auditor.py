@@ -194,6 +194,20 @@ def test_auditor_show_judges_orders_and_spans_never_overlap(auditor):
     assert all(a["end"] <= b["start"] for a, b in zip(spans, spans[1:]))
 
 
+@pytest.mark.parametrize("column, kind", [("rule_id", "target"), ("cue_rule_id", "context")], ids=["target", "context"])
+def test_auditor_rule_gives_the_rule_behind_a_finding(auditor, view, column, kind):
+    finding = view.findings.set_index("label").loc["SADDLE_ANESTHESIA"]
+    rule = auditor.rule(finding[column])
+    assert rule["metadata"]["id"] == finding[column]
+    assert ("direction" in rule) is (kind == "context")
+
+
+def test_auditor_rule_finds_section_rules_and_names_unknown_ids(auditor, view):
+    assert auditor.rule(view.sections.loc[0, "rule_id"])["category"] == "fhx"
+    with pytest.raises(KeyError, match="RF-NOPE"):
+        auditor.rule("RF-NOPE")
+
+
 def test_auditor_show_needs_text(auditor):
     with pytest.raises(InputError):
         auditor.show({"note_id": "x", "text": "  "})
