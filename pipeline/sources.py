@@ -144,8 +144,11 @@ def _check_start(path: Path, fmt: str) -> None:
     if path.stat().st_size == 0:
         raise InputError(f"{path.name}: empty file (no header and no records)")
     if fmt in ("csv", "jsonl") and path.suffix.lower() != ".gz":
-        with open(path, "rb") as handle:
-            head = handle.read(4)
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(4)
+        except OSError as err:
+            raise InputError(f"{path.name}: cannot be read ({err.strerror or type(err).__name__})") from None
         if head.startswith(_UTF16_32_BOMS):
             raise InputError(f"{path.name}: UTF-16 or UTF-32 text (it starts with that byte order mark); "
                              f"save it as UTF-8")
@@ -161,7 +164,8 @@ def shown_columns(names: Iterable[str], limit: int = 12) -> str:
         return (f"columns found: {len(names)}, none named like a column: is the header line missing, or is it "
                 f"not a CSV file?")
     text = ", ".join(shown[:limit]) + (f" and {len(shown) - limit} more" if len(shown) > limit else "")
-    return f"columns found: {text}" + (f" and {hidden} not named like a column" if hidden else "")
+    return f"columns found: {text}" + (f" and {hidden} not named like a column: is the header line missing?"
+                                       if hidden else "")
 
 
 def fingerprint(path: str | Path) -> dict:
@@ -260,10 +264,22 @@ def _csv_source(path: Path, rename: Renamer, required: tuple[str, ...], encoding
         raise InputError(f"{path.name}: cannot be read as csv ({_parser_problem(err)})") from None
     finally:
         raw.close()
-    names = rename.check([str(c) for c in header], required, path.name)
+    header = [str(c).strip() for c in header]  # ' note_id ' is note_id
+    _check_separator(header, rename, required, path)
+    names = rename.check(header, required, path.name)
     counter = _ByteCounter(path.stat().st_size)
     return Source(_csv_records(path, names, counter, encoding), fraction=counter, fingerprint=fingerprint(path),
                   columns=list(names.values()))
+
+
+def _check_separator(header: list[str], rename: Renamer, required: tuple[str, ...], path: Path) -> None:
+    """`InputError` for a file separated by semicolons, tabs or bars: one 'column' that holds every name."""
+    if len(header) != 1:
+        return
+    for sep, word in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        split = [c.strip() for c in header[0].split(sep)]
+        if len(split) > 1 and all(r in rename.names(split).values() for r in required):
+            raise InputError(f"{path.name}: separated by {word}, not commas; save it as comma-separated CSV")
 
 
 class _NulAsSpace(io.RawIOBase):
@@ -303,7 +319,8 @@ def _csv_records(path: Path, names: dict[str, str], counter: _ByteCounter, encod
                         block = None
                 bad = [m for w in caught for m in _BAD_CSV_LINE.finditer(str(w.message))]
                 if block is not None:  # (no usecols: with it, pandas drops a row's extra fields silently)
-                    block = block[[c for c in block.columns if str(c) in names]].rename(columns=names)
+                    block.columns = [str(c).strip() for c in block.columns]
+                    block = block[[c for c in block.columns if c in names]].rename(columns=names)
                     for row in block.to_dict(orient="records"):
                         reason = unreadable_field(row, encoding)
                         yield _clean(row) if reason is None else {"note_id": _readable_id(row), READ_ERROR: reason}
