@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, (InputError, RuleError, CorpusError, FileNotFoundError, UsageError, UnknownEdition)):
             print(f"lbp-audit: error: {err}", file=sys.stderr)
             return 2
+        if isinstance(err, OSError) and err.filename is not None:  # a path that cannot be read or written
+            print(f"lbp-audit: error: {err.filename}: {err.strerror or type(err).__name__}", file=sys.stderr)
+            return 2
         if args.debug:
             raise
         print(f"lbp-audit: internal error: {_where(err)}; its message is not shown, as it may quote note text "

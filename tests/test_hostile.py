@@ -334,6 +334,8 @@ UNUSABLE = [
                  id="corrupt-parquet"),
     pytest.param({"notes.csv.gz": b"this is not gzip data at all"}, "notes.csv.gz", [], "cannot be read as csv",
                  id="corrupt-gzip"),
+    pytest.param({"notes.csv.gz": gzip.compress(_csv([(f"n{i}", "ok") for i in range(5000)]))[:-200]}, "notes.csv.gz",
+                 [], "cannot be read as csv (EOFError)", id="truncated-gzip"),
     pytest.param({"notes.csv": "note_id,text\nn1,LBP\n".encode("utf-16")}, "notes.csv", [], "UTF-16",
                  id="utf16-csv"),
     pytest.param({"notes.csv": _headerless()}, "notes.csv", [], "is the header line missing", id="no-header-line"),
@@ -383,6 +385,14 @@ def test_hostile_run_unusable_input_is_one_line_error(files, name, args, message
     printed = capsys.readouterr()
     _assert_one_line_error(status, printed.out, printed.err, name, message)
     assert not (tmp_path / "out" / "notes.parquet").exists()
+
+
+def test_hostile_run_output_folder_that_cannot_be_made_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "notes.csv").write_bytes(_csv([("a", GOOD)]))
+    (tmp_path / "a-file").write_text("")
+    status = main(["run", str(tmp_path / "notes.csv"), "--out", str(tmp_path / "a-file" / "out"), "--jobs", "1"])
+    printed = capsys.readouterr()
+    _assert_one_line_error(status, printed.out, printed.err, "a-file", "Not a directory")
 
 
 # ---------------------------------------------------------------- orders
