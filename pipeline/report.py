@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -829,7 +830,11 @@ def _td(text, value=None, extra: str = "") -> str:
 
 
 def _raw(value) -> str:
-    if isinstance(value, float):
+    """A number as plain digits (numpy 2's repr of its scalars would add 'np.float64(...)')."""
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
         return "" if value != value else repr(round(value, 6))
     return str(value)
 
