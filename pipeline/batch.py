@@ -648,7 +648,12 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         validator.rows = spark_run.rows
         timings.update(spark_start=spark_run.start_seconds, spark_read=spark_run.stage_seconds)
     chunk_iter = timed_chunks()
-    head = _lookahead(chunk_iter, jobs)
+    try:
+        head = _lookahead(chunk_iter, jobs)
+    except InputError:
+        if not keep_parts:  # as below: nothing to resume from a broken file
+            _remove_parts(parts.root)
+        raise
     pending = [c for c in head if resumed(c) is None]
     # all chunks known when the look-ahead ran out: no more processes than chunks to do, none for one chunk
     workers = jobs if len(head) > jobs else max(1, min(jobs, len(pending)))
@@ -685,10 +690,13 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
                 _settle_next(window, settle)
         while window:
             _settle_next(window, settle)
-    except BaseException:
+    except BaseException as err:
+        broken = isinstance(err, InputError)  # the input cannot be read on (an unterminated quote, a cut gzip)
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=broken, cancel_futures=True)
             pool = None
+        if broken and not keep_parts:  # nothing to resume from a broken file: leave no parts (they hold text)
+            _remove_parts(parts.root)
         raise
     finally:
         if pool is not None:

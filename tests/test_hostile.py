@@ -385,6 +385,7 @@ def test_hostile_run_unusable_input_is_one_line_error(files, name, args, message
     printed = capsys.readouterr()
     _assert_one_line_error(status, printed.out, printed.err, name, message)
     assert not (tmp_path / "out" / "notes.parquet").exists()
+    assert not (tmp_path / "out" / "_parts").exists()  # nothing to resume from an unusable file
 
 
 def test_hostile_run_output_folder_that_cannot_be_made_is_one_line_error(tmp_path, capsys):
