@@ -355,12 +355,61 @@ def _parser_problem(err: Exception) -> str:
 
 
 def _jsonl_source(path: Path, rename: Renamer, required: tuple[str, ...], encoding: str) -> Source:
+    if _is_json_document(path):
+        return _json_document_source(path, rename, required, encoding)
     first = _first_json_object(path, encoding)
     if first is not None:
         rename.check(first.keys(), required, f"{path.name} (first record)")
     counter = _ByteCounter(path.stat().st_size)
     return Source(_jsonl_records(path, rename, counter, encoding), fraction=counter, fingerprint=fingerprint(path),
                   columns=list(rename.names(first).values()) if first is not None else None)
+
+
+def _is_json_document(path: Path) -> bool:
+    """Whether the file is one JSON document rather than JSON Lines: its first line that is not blank opens
+    an array (`[...]`) or is a lone `{` (a pretty-printed object)."""
+    raw, stream = _open_bytes(path)
+    try:
+        with raw, stream:
+            line = next((line for _, line in _json_lines(stream)), b"")
+    except (OSError, EOFError):
+        return False  # the JSON Lines reader reports it
+    return line.lstrip().startswith(b"[") or line.strip() == b"{"
+
+
+def _json_document_source(path: Path, rename: Renamer, required: tuple[str, ...], encoding: str) -> Source:
+    """A JSON array of note objects (or one object), read whole: each item is a record, an item that is not
+    an object a `READ_ERROR` record."""
+    raw, stream = _open_bytes(path)
+    try:
+        with raw, stream:
+            data = stream.read()
+        value = json.loads(data.removeprefix(codecs.BOM_UTF8).decode(encoding))
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path.name}: {undecodable(err, encoding)}") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path.name}: malformed JSON document (line {err.lineno}, column {err.colno}: "
+                         f"{err.msg}); lbp-audit reads JSON Lines or a JSON array of objects") from None
+    except (OSError, EOFError) as err:
+        raise InputError(f"{path.name}: cannot be read as json ({type(err).__name__})") from None
+    items = value if isinstance(value, list) else [value]
+    first = next((item for item in items if isinstance(item, dict)), None)
+    if first is not None:
+        rename.check(first.keys(), required, f"{path.name} (first object)")
+    done = [0]
+
+    def records() -> Iterator[dict]:
+        for number, item in enumerate(items, 1):
+            done[0] = number
+            if not isinstance(item, dict):
+                yield {"note_id": None, READ_ERROR: f"not a JSON object (item {number})"}
+                continue
+            record = rename.record(item)
+            reason = unreadable_field(record, encoding, escaped=False)
+            yield _clean(record) if reason is None else {"note_id": _readable_id(record), READ_ERROR: reason}
+
+    return Source(records(), total=len(items), fraction=lambda: done[0] / len(items) if items else None,
+                  fingerprint=fingerprint(path), columns=list(rename.names(first).values()) if first else None)
 
 
 def _json_lines(stream) -> Iterator[tuple[int, bytes]]:

@@ -187,6 +187,18 @@ def case_hostile_jsonl_lines():
                 texts={"j1": GOOD, "j10": f"LBP  with R foot drop {MARKER}", "11": GOOD})
 
 
+def case_json_array_instead_of_json_lines():
+    data = json.dumps([{"note_id": "a1", "text": GOOD}, {"note_id": "a2", "text": 5}, "not an object",
+                       {"note_id": "a3", "text": "   "}], indent=2).encode()
+    return Case("notes.json", {"notes.json": data}, ["a1"],
+                [("a2", "text is not a string"), (None, "not a JSON object"), ("a3", "empty text")], texts={"a1": GOOD})
+
+
+def case_pretty_printed_json_object():
+    data = json.dumps({"note_id": "solo", "text": GOOD}, indent=2).encode()
+    return Case("note.json", {"note.json": data}, ["solo"], texts={"solo": GOOD})
+
+
 def case_gzipped_jsonl_with_bom():
     data = gzip.compress(codecs.BOM_UTF8 + _jsonl([{"note_id": "z1", "text": GOOD}, {"note_id": "z2", "text": " "}]))
     return Case("notes.jsonl.gz", {"notes.jsonl.gz": data}, ["z1"], [("z2", "empty text")], texts={"z1": GOOD})
@@ -231,7 +243,8 @@ ACCOUNTED = [case_blank_texts, case_latin1_bytes_in_utf8_file, case_latin1_file_
              case_nul_and_control_characters, case_quoted_newlines_commas_and_quotes, case_very_long_line,
              case_five_megabyte_note, case_max_chars_option, case_extra_and_reordered_columns,
              case_padded_header_and_old_mac_line_ends, case_renamed_columns_mapped, case_duplicate_note_ids, case_missing_note_ids, case_ragged_csv_rows,
-             case_hostile_jsonl_lines, case_gzipped_jsonl_with_bom, case_gzipped_csv_with_a_bad_byte, case_txt_folder,
+             case_hostile_jsonl_lines, case_json_array_instead_of_json_lines, case_pretty_printed_json_object,
+             case_gzipped_jsonl_with_bom, case_gzipped_csv_with_a_bad_byte, case_txt_folder,
              case_header_only_csv, case_parquet_without_rows, case_unparseable_and_missing_dates]
 
 
@@ -348,6 +361,8 @@ UNUSABLE = [
                  "no 'note_id' column (columns found: id, body); map it with --id-column NAME", id="missing-id-column"),
     pytest.param({"notes.jsonl": _jsonl([{"id": "a", "text": GOOD}])}, "notes.jsonl", [], "no 'note_id' column",
                  id="jsonl-without-note-id"),
+    pytest.param({"notes.json": f'[{{"note_id": "a", "text": "{MARKER}"}}, {{"note_id"'.encode()}, "notes.json", [],
+                 "malformed JSON document (line 1, column", id="broken-json-array"),
     pytest.param({"notes.csv": f"note_id;text\na;{MARKER}\n".encode()}, "notes.csv", [],
                  "separated by semicolons, not commas", id="semicolon-separated"),
     pytest.param({"notes.csv": f"note_id\ttext\na\t{MARKER}\n".encode()}, "notes.csv", [],
