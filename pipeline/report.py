@@ -160,10 +160,11 @@ def read_table(run_dir: Path, name: str, columns: Sequence[str] | None = None,
 
         names = pq.read_schema(path).names
         keep = [c for c in columns if c in names] if columns else None
-        filters = [("note_id", "in", sorted(wanted))] if wanted is not None and wanted else None
         if wanted is not None and not wanted:
-            frame = pd.read_parquet(path, columns=keep).iloc[0:0]
+            schema = pq.read_schema(path)
+            frame = schema.empty_table().to_pandas()[keep or schema.names]
         else:
+            filters = [("note_id", "in", sorted(wanted))] if wanted else None
             frame = pd.read_parquet(path, columns=keep, filters=filters)
     else:
         use = (lambda c: c in columns) if columns else None
@@ -176,7 +177,7 @@ def read_table(run_dir: Path, name: str, columns: Sequence[str] | None = None,
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     for column in frame.columns:
-        if column in _BOOLEAN_COLUMNS:
+        if column in _BOOLEAN_COLUMNS and frame[column].dtype != bool:
             frame[column] = frame[column].map(
                 lambda v: v if isinstance(v, bool) else _TRUE.get(str(v).strip().lower(), False)
                 if v is not None and v == v else False).astype(bool)
