@@ -384,10 +384,27 @@ def _peak_rss_mb() -> float:
 _WORKER: dict = {}  # set once per worker process by _init_worker
 
 
-def _init_worker(settings: ChunkSettings, out_dir: str, snippets_audit: tuple[bool, bool]) -> None:
+def _init_worker(settings: ChunkSettings, out_dir: str, snippets_audit: tuple[bool, bool],
+                 parent: int | None = None) -> None:
+    if parent is not None:
+        _exit_with_parent(parent)
     snippets, audit_on = snippets_audit
     _WORKER.update(settings=settings, parts=Parts(Path(out_dir)), schemas=_part_schemas(snippets, audit_on))
     cached_extractor(settings.rules_dir, settings.rules_digest)
+
+
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """Stop this worker once the main process `parent` is gone: killed with SIGKILL (by the OOM killer, a
+    scheduler, a user), it cannot stop its workers, which would otherwise live on idle, holding their memory,
+    or finish a chunk while a --resume run does it again."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lbp-parent-watch", daemon=True).start()
 
 
 def _work(chunk: Chunk) -> dict:
@@ -670,7 +687,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
 
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method),
                                        initializer=_init_worker,
-                                       initargs=(settings, str(out_dir), (snippets, audit_on)))
+                                       initargs=(settings, str(out_dir), (snippets, audit_on), os.getpid()))
         window: deque = deque()
         for chunk in _chain(head, chunk_iter):
             done = resumed(chunk)
