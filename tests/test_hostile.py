@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import json
 import os
 import re
@@ -223,11 +224,13 @@ def case_header_only_csv():
 
 
 def case_parquet_without_rows():
-    import io
-
     buffer = io.BytesIO()
     pd.DataFrame({"note_id": pd.Series([], dtype=str), "text": pd.Series([], dtype=str)}).to_parquet(buffer)
     return Case("notes.parquet", {"notes.parquet": buffer.getvalue()}, [], stderr=["no notes in"])
+
+
+def case_empty_json_array():
+    return Case("notes.json", {"notes.json": b"[]\n"}, [], stderr=["no notes in"])
 
 
 def case_unparseable_and_missing_dates():
@@ -245,7 +248,7 @@ ACCOUNTED = [case_blank_texts, case_latin1_bytes_in_utf8_file, case_latin1_file_
              case_padded_header_and_old_mac_line_ends, case_renamed_columns_mapped, case_duplicate_note_ids, case_missing_note_ids, case_ragged_csv_rows,
              case_hostile_jsonl_lines, case_json_array_instead_of_json_lines, case_pretty_printed_json_object,
              case_gzipped_jsonl_with_bom, case_gzipped_csv_with_a_bad_byte, case_txt_folder,
-             case_header_only_csv, case_parquet_without_rows, case_unparseable_and_missing_dates]
+             case_header_only_csv, case_parquet_without_rows, case_empty_json_array, case_unparseable_and_missing_dates]
 
 
 def _write(tmp_path: Path, files: dict[str, bytes]) -> None:
@@ -502,6 +505,13 @@ def test_hostile_explain_bad_file_is_one_line_error(content, args, message, tmp_
     status = main(["explain", "--file", str(path), *args])
     printed = capsys.readouterr()
     _assert_one_line_error(status, printed.out, printed.err, "note.txt", message)
+
+
+def test_hostile_explain_empty_standard_input_is_one_line_error(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"  \n")))
+    status = main(["explain"])
+    printed = capsys.readouterr()
+    _assert_one_line_error(status, printed.out, printed.err, "standard input", "empty note")
 
 
 def test_hostile_explain_reads_latin1_bom_and_nul(tmp_path, capsys):
