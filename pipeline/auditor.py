@@ -257,7 +257,7 @@ def _sections(doc, text: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["section", "rule_id", "header", "start", "end"])
 
 
-@dataclass
+@dataclass(repr=False)
 class NoteView:
     """One note for a notebook: `result` (findings and summary), `assessment` (scenarios, urgency,
     verdicts), `findings`, `modifiers` (ConText cues) and `sections` as DataFrames, `html` the note
@@ -311,6 +311,10 @@ class NoteView:
         parts.append(f"<details><summary>Summary and guideline (as <code>lbp-audit explain</code> prints it)"
                      f"</summary><pre>{html.escape(str(self))}</pre></details>")
         return "\n".join(parts)
+
+    def __repr__(self) -> str:
+        return (f"<NoteView of note {self.result.note_id!r}: {len(self.result.findings)} findings, "
+                f"{len(self.modifiers)} ConText cues, {len(self.sections)} sections>")
 
     def __str__(self) -> str:
         from .explain import render
