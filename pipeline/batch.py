@@ -611,6 +611,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
                "max_chars": max_chars,
                "tables": {"notes": table, "query": query, "orders": orders_table, "orders_query": orders_query}}
     parts = _prepare_parts(out_dir, run_key, resume, say)
+    _remove_stale_temporaries(out_dir)
 
     from .progress import Progress
 
@@ -869,6 +870,29 @@ def _prepare_parts(out_dir: Path, run_key: dict, resume: bool, say) -> Parts:
     parts.root.mkdir(parents=True)
     write_json(_jsonable(run_key), stored_path)
     return parts
+
+
+_OUTPUTS = ("findings", "notes", "errors", "audit", "unmatched_orders", "note_nlp", "manifest")
+_TEMPORARY = re.compile(r"\.(?P<name>[^.]+)\.(?:parquet|csv|json)\.(?P<pid>\d+)\.tmp")
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Remove the half-written tables (.NAME.PID.tmp) of a run killed while it published them: nothing would
+    ever replace them, and they hold note text."""
+    for entry in os.scandir(out_dir):
+        match = _TEMPORARY.fullmatch(entry.name)
+        if match and match["name"] in _OUTPUTS and entry.is_file() and not _alive(int(match["pid"])):
+            os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _jsonable(value):
