@@ -16,7 +16,7 @@ the rules load and when it is read here. The choices:
   characters); the end offset is `end=` in `term_modifiers`.
 - `lexical_variant`: the matched words; `snippet`: the findings table's `snippet` column when it
   has one, else the matched words (the findings table keeps no wider window). When the findings
-  have no `text` (snippets turned off) `lexical_variant` is the label and `snippet` is empty: no
+  have no `text` (`run --no-text`) `lexical_variant` is the label and `snippet` is empty: no
   note text is written.
 - `note_nlp_concept_id`: the OMOP standard concept of the label's SNOMED code, from `concepts`
   (SNOMED code → concept_id, which `pipeline.sql.publish` reads from the target database's
