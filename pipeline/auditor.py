@@ -49,7 +49,8 @@ class Tables:
         if self.audit is not None:
             verdicts = Counter(self.audit["verdict"])
             shown = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items(), key=lambda kv: (-kv[1], kv[0])))
-            lines.append(f"audit: {len(self.audit)} rows ({(self.audit['order_id'] != '').sum()} orders matched, "
+            rows, matched = len(self.audit), int((self.audit["order_id"] != "").sum())
+            lines.append(f"audit: {rows} row{'s' * (rows != 1)} ({matched} order{'s' * (matched != 1)} matched, "
                          f"{len(self.unmatched_orders)} unmatched); verdicts: {shown or 'none'}")
         return "\n".join(lines)
 
@@ -314,7 +315,7 @@ class NoteView:
 
     def __repr__(self) -> str:
         return (f"<NoteView of note {self.result.note_id!r}: {len(self.result.findings)} findings, "
-                f"{len(self.modifiers)} ConText cues, {len(self.sections)} sections>")
+                f"{len(self.modifiers)} ConText cue{'s' * (len(self.modifiers) != 1)}, {len(self.sections)} sections>")
 
     def __str__(self) -> str:
         from .explain import render

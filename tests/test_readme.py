@@ -15,10 +15,13 @@ def test_readme_worked_example_matches_the_tool(capsys):
     assert capsys.readouterr().out.rstrip() == expected.rstrip()
 
 
-def test_readme_python_example_runs():
-    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+def test_readme_python_example_prints_what_it_shows(capsys):
+    block = re.search(r"## Python\n\n```python\n(.*?)```\n\n```text\n(.*?)```", README, re.S)
+    code, expected = block.group(1), block.group(2)
     namespace: dict = {}
     exec(code, namespace)
-    assert namespace["result"].summary["MOTOR_WEAKNESS"] == "present"
-    assert namespace["assessment"].recommendation.scenario_ids == ("NEURO",)
-    assert namespace["assessment"].verdicts[0][2]["verdict"] == "appropriate"
+    printed = capsys.readouterr().out
+    assert [line.rstrip() for line in printed.splitlines()] == expected.rstrip("\n").splitlines()
+    view = namespace["view"]
+    assert {"FOOT_DROP · present", "SADDLE_ANESTHESIA · negated"} <= {span["label"] for span in view.spans()}
+    assert "SADDLE_ANESTHESIA · negated" in view._repr_html_()
