@@ -15,9 +15,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from .audit import DEFAULT_WINDOW_DAYS, OrderMatcher
-from .batch import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHARS, NOTE_COLUMNS, ChunkSettings, NoteValidator, chunks_of, process_chunk,
-                    read_orders, table_schemas)
+from .audit import DEFAULT_WINDOW_DAYS, OrderMatcher, parse_date
+from .batch import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHARS, NOTE_COLUMNS, ChunkSettings, NoteValidator, chunks_of,
+                    process_chunk, read_orders, table_schemas)
 from .rules import load_rules
 from .scenarios import choose_edition
 from .sources import Renamer, open_source
@@ -65,7 +65,8 @@ class Auditor:
     """
 
     def __init__(self, rules_dir: str | Path | None = None, edition: str | None = None,
-                 window_days: int = DEFAULT_WINDOW_DAYS, snippets: bool = True, max_chars: int = DEFAULT_MAX_CHARS):
+                 window_days: int = DEFAULT_WINDOW_DAYS, snippets: bool = True,
+                 max_chars: int = DEFAULT_MAX_CHARS):
         from .extract import Extractor
 
         self.rules_dir = str(rules_dir) if rules_dir is not None else None
@@ -87,14 +88,14 @@ class Auditor:
         `order_columns` map our column names to yours, e.g. {"text": "note_body"}. A record that cannot be
         processed (no id, repeated id, missing or empty text) is a row of `errors`, not an exception."""
         if _is_spark(notes):
-            return self._run_spark(notes, orders, columns)
+            return self._run_spark(notes, orders, columns, order_columns)
         matcher = problems = None
         if orders is not None:
             order_list, problems = read_orders(orders, order_columns) if isinstance(orders, Path) else \
                 read_orders(None, records=_order_records(orders, order_columns))
             matcher = OrderMatcher(order_list, self.rules.editions, self.rules.orders, self.window_days, self.edition)
-        settings = ChunkSettings(None, self.rules.digest, self.snippets, self.edition, matcher.keys if matcher else None,
-                                 self.max_chars)
+        settings = ChunkSettings(None, self.rules.digest, self.snippets, self.edition,
+                                 matcher.keys if matcher else None, self.max_chars)
         rows: dict[str, list] = {"findings": [], "notes": [], "errors": [], "missed": []}
         for chunk in chunks_of(_note_records(notes, columns), DEFAULT_CHUNK_SIZE, NoteValidator()):
             output = process_chunk(chunk, settings, self.extractor)
@@ -104,20 +105,19 @@ class Auditor:
                 for ref in output.refs:
                     matcher.offer(ref)
         schemas = table_schemas(self.snippets)
-        frame = lambda name, table_rows: to_arrow(table_rows, schemas[name]).to_pandas()  # noqa: E731
-        tables = Tables(*(frame(name, rows[name]) for name in ("findings", "notes", "errors")))
+        tables = Tables(*(_frame(rows[name], schemas[name]) for name in ("findings", "notes", "errors")))
         if matcher is not None:
-            matched, unmatched = matcher.finish()
+            matched, unmatched = matcher.finish()  # then in the published table's order, as run merges them
             audit = sorted(matched + rows["missed"], key=lambda row: (row["note_id"], row["order_id"]))
-            tables.audit = frame("audit", audit)
-            tables.unmatched_orders = frame("unmatched_orders", problems + unmatched)
+            tables.audit = _frame(audit, schemas["audit"])
+            tables.unmatched_orders = _frame(problems + unmatched, schemas["unmatched_orders"])
         return tables
 
-    def _run_spark(self, notes_df, orders, columns) -> Tables:
+    def _run_spark(self, notes_df, orders, columns, order_columns) -> Tables:
         from .spark import audit_dataframe
 
         if orders is not None and not _is_spark(orders):
-            orders = _spark_frame(notes_df.sparkSession, list(_order_records(orders, None)))
+            orders = _spark_frame(notes_df.sparkSession, _order_records(orders, order_columns))
         tables = audit_dataframe(notes_df, orders, snippets=self.snippets, edition=self.edition,
                                  window_days=self.window_days, columns=columns, rules_dir=self.rules_dir)
         return Tables(**tables)
@@ -133,7 +133,8 @@ class Auditor:
             text, note_id = note, "note"
         else:
             text, note_id = note.get("text"), str(note.get("note_id") or "note")
-            date = date or _text(note.get("note_date"))
+            note_date = _text(note.get("note_date"))
+            date = date or (note_date if parse_date(note_date) else None)
         if not isinstance(text, str) or not text.strip():
             raise InputError("show() needs a note with text")
         result = self.extractor.extract(text, note_id=note_id)
@@ -162,6 +163,11 @@ class Auditor:
 
 
 # ---------------------------------------------------------------- inputs
+
+
+def _frame(rows: list[dict], schema) -> pd.DataFrame:
+    """Rows as a DataFrame of a table's schema: the columns and types `run`'s Parquet tables read back as."""
+    return to_arrow(rows, schema).to_pandas()
 
 
 def _is_spark(value) -> bool:

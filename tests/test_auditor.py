@@ -71,7 +71,8 @@ def test_auditor_run_gives_the_rows_of_lbp_audit_run(auditor, inputs, written, h
     tables = auditor.run(_as_read(inputs[0], how), orders=_as_read(inputs[1], how))
     expected = dict(written)
     if how == "pandas-defaults":  # pandas reads an empty field as NaN, a missing value (as a Parquet null is)
-        expected["notes"] = written["notes"].replace({c: {"": None} for c in ("patient_id", "note_date", "encounter_id")})
+        passthrough = ("patient_id", "note_date", "encounter_id")
+        expected["notes"] = written["notes"].replace({column: {"": None} for column in passthrough})
     for name in TABLES:
         pd.testing.assert_frame_equal(getattr(tables, name), expected[name], obj=name)
     assert len(tables.errors) == 3 and len(tables.audit) > 30
@@ -208,6 +209,14 @@ def test_auditor_rule_finds_section_rules_and_names_unknown_ids(auditor, view):
         auditor.rule("RF-NOPE")
 
 
+def test_auditor_show_reads_a_record_and_ignores_a_note_date_that_is_no_date(auditor):
+    view = auditor.show({"note_id": "x1", "note_date": "yesterday", "text": NOTE})
+    assert view.result.note_id == "x1"
+    assert view.assessment.edition.id == auditor.show(NOTE).assessment.edition.id
+    assert auditor.show(pd.Series({"note_id": "x2", "note_date": "2019-05-01", "text": NOTE})).assessment.edition.id \
+        == "ACR-2016"
+
+
 def test_auditor_show_needs_text(auditor):
     with pytest.raises(InputError):
         auditor.show({"note_id": "x", "text": "  "})
@@ -223,7 +232,8 @@ def test_auditor_evaluate_reports_what_lbp_audit_evaluate_writes(auditor, tmp_pa
 
 
 def test_auditor_import_of_pipeline_stays_cheap():
-    code = "import sys, pipeline; assert 'spacy' not in sys.modules; from pipeline import Auditor; print(Auditor.__module__)"
+    code = ("import sys, pipeline; assert 'spacy' not in sys.modules; "
+            "from pipeline import Auditor; print(Auditor.__module__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "pipeline.auditor"
 
