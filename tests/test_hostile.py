@@ -318,6 +318,14 @@ def test_hostile_run_accounts_for_every_note(build, tmp_path, capsys):
     assert seconds < 60  # a 5 MB note or a 300,000-character line does not hang the run
 
 
+def test_hostile_readme_summary_line_is_the_printed_form():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Messy input\n", 1)[1].split("\n## ", 1)[0]
+    read, summarised, errors, kinds = _summary_counts(re.search(r"```\n(.+?)\n```", section).group(1))
+    assert read == summarised + errors == 2000 and sum(kinds.values()) == errors
+    assert set(kinds) <= {kind for build in ACCOUNTED for _, kind in build().errors}
+
+
 def test_hostile_run_findings_survive_nul_and_encodings(tmp_path, capsys):
     """What the catalogue's cases do not show by counts alone: the text after a NUL and a decoded latin-1
     note are really read (pandas' CSV parser used to cut a field at a NUL)."""
