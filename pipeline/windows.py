@@ -96,12 +96,16 @@ class GatedRegexes:
         if len(lower) == len(text) and not UNFOLDABLE.search(text):
             hits = self._hits(lower, blank(lower) if blanked is None else blanked, windows)
         found = []
+        length = len(text)
         for index, regex in enumerate(self.regexes):
             if hits is None or self.literals[index] is None:  # literals cannot be trusted, or none
                 found.extend((index, m) for m in regex.finditer(text))
                 continue
+            search = regex.search
             for w in sorted(hits.get(index, ())):
-                found.extend((index, m) for m in regex.finditer(text, *window_span(windows, w, len(text))))
+                start, end = window_span(windows, w, length)
+                if search(text, start, end) is not None:  # most gated windows hold no match: no iterator
+                    found.extend((index, m) for m in regex.finditer(text, start, end))
         return found
 
     def _hits(self, lower: str, blanked: str, windows: list[int]) -> dict[int, set[int]]:
