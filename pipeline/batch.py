@@ -80,8 +80,9 @@ class RunError(RuntimeError):
 
 
 def note_key(note_id) -> str | None:
-    """A record's note id as the text it is known by; None when missing or blank."""
-    return None if note_id is None or str(note_id).strip() == "" else str(note_id)
+    """A record's note id as the text it is known by, without surrounding spaces (as orders refer to it);
+    None when missing or blank."""
+    return None if note_id is None or str(note_id).strip() == "" else str(note_id).strip()
 
 
 def check_note(record: dict, row: int, repeated: Callable[[str], bool]) -> tuple[dict | None, dict | None]:

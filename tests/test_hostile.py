@@ -135,8 +135,10 @@ def case_extra_and_reordered_columns():
 
 
 def case_padded_header_and_old_mac_line_ends():
-    data = _csv([("p1", GOOD), ("p2", "LBP\rR foot drop")], header=" note_id , text ").replace(b"\n", b"\r")
-    return Case("notes.csv", {"notes.csv": data}, ["p1", "p2"], texts={"p1": GOOD, "p2": "LBP\rR foot drop"})
+    rows = [(" p1 ", GOOD), ("p2", "LBP\rR foot drop"), ("p1", GOOD)]  # ids without their spaces: p1 is repeated
+    data = _csv(rows, header=" note_id , text ").replace(b"\n", b"\r")
+    return Case("notes.csv", {"notes.csv": data}, ["p1", "p2"], [("p1", "duplicate note_id")],
+                texts={"p1": GOOD, "p2": "LBP\rR foot drop"})
 
 
 def case_renamed_columns_mapped():
