@@ -90,16 +90,19 @@ def measure(name: str, notes_path: str) -> dict:
     nlp = BUILDERS[name]()
     build_seconds = time.perf_counter() - started
     entities = tokens = 0
+    started_at = time.time()  # wall clock stamps: comparable across processes run side by side
     started, cpu_started = time.perf_counter(), time.process_time()
     for doc in nlp.pipe(texts):
         tokens += len(doc)
         entities += len(doc.ents)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    ended_at = time.time()
     return {
         "contender": name, "pipeline": nlp.pipe_names, "notes": len(texts), "chars": sum(map(len, texts)),
         "bytes": sum(len(t.encode("utf-8")) for t in texts), "tokens": tokens, "entities": entities,
         "read_seconds": round(read_seconds, 3), "build_seconds": round(build_seconds, 3),
         "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+        "started_at": started_at, "ended_at": ended_at,
         "self_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
 

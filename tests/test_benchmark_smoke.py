@@ -130,6 +130,9 @@ def test_bench_target_checks(bench):
     starved = bench.target_checks(rows, rss)[0]
     assert starved["status"] == "FAIL" and starved["measured"].startswith("30.0 %")
     assert "floor had 50 % of a core" in starved["measured"]
+    # the floor's own 2-process speed-up is shown beside the --jobs 2 figure
+    rows["floor-2"] = {"notes_per_s": rows["floor"]["notes_per_s"] * 1.6}
+    assert "the floor itself runs 1.60 x as fast on 2 processes" in bench.target_checks(rows, rss)[2]["measured"]
     none = bench.target_checks({}, [])
     assert {c["status"] for c in none} == {"not measured"}
 
@@ -141,8 +144,8 @@ def test_bench_runs_every_contender_on_the_same_notes(bench, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     rows = {r["id"]: r for r in results["rows"]}
     assert status == 0
-    assert list(rows) == ["floor", "medspacy", "negspacy", "lbp-j1", "lbp-j1-excl"]
-    for name in ("floor", "medspacy", "negspacy", "lbp-j1"):
+    assert list(rows) == ["floor", "floor-2", "medspacy", "negspacy", "lbp-j1", "lbp-j1-excl"]
+    for name in ("floor", "floor-2", "medspacy", "negspacy", "lbp-j1"):
         assert rows[name]["notes"] == 30 and rows[name]["notes_per_s"] > 0 and rows[name]["peak_rss_mb"] > 20
     assert rows["medspacy"]["entities"] > 0 and rows["negspacy"]["entities"] > 0 and rows["floor"]["entities"] == 0
     assert rows["lbp-j1"]["notes_written"] + rows["lbp-j1"]["errors"] == 30
