@@ -161,6 +161,23 @@ def test_privacy_omop_note_nlp_without_text(tmp_path, extractor):
         assert not any(m.lower() in _strings(path).lower() for m in MARKERS), path.name
 
 
+def test_privacy_to_sql_copies_without_text(tmp_path, extractor):
+    duckdb = pytest.importorskip("duckdb")
+    notes = _write_notes(tmp_path, "csv")
+    database = tmp_path / "lbp.duckdb"
+    manifest = run(notes, tmp_path / "out", orders_path=ROOT / "samples" / "orders.csv", extractor=extractor,
+                   snippets=False, to_sql=f"duckdb:///{database}")
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        for table in manifest["database"].values():
+            rows = con.execute(f"SELECT * FROM {table}").fetchall()
+            values = " ".join(str(value) for row in rows for value in row).lower()
+            assert PLAIN.lower() not in values and SPAN.lower() not in values, table
+    finally:
+        con.close()
+    assert set(manifest["database"]) >= {"findings", "notes", "audit"}
+
+
 # ---------------------------------------------------------------- exception paths
 
 

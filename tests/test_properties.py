@@ -70,9 +70,10 @@ def test_properties_any_text_extracts_with_offsets_into_the_original(extractor, 
 def test_properties_clinical_vocabulary_makes_findings_whose_offsets_hold(extractor, text):
     result = extractor.extract(text, note_id="n")
     _check_findings(text, result)
-    shifted = extractor.extract("\u00e9\U0001f600 " + text, note_id="n")  # 3 characters, 6 UTF-8 bytes before it
-    assert [(f.label, f.assertion, f.start + 3, f.end + 3) for f in result.findings] == \
-        [(f.label, f.assertion, f.start, f.end) for f in shifted.findings if f.start >= 3]
+    # after a paragraph of its own (a header still starts a line): 5 characters, 9 UTF-8 bytes before the text
+    shifted = extractor.extract("\u00e9\U0001f600.\n\n" + text, note_id="n")
+    assert [(f.label, f.assertion, f.start + 5, f.end + 5) for f in result.findings] == \
+        [(f.label, f.assertion, f.start, f.end) for f in shifted.findings if f.start >= 5]
 
 
 @settings(max_examples=20, **_SETTINGS)
@@ -230,3 +231,20 @@ def test_properties_a_folder_of_notes_is_hashed_file_by_file(extractor, tmp_path
     (folder / "a.txt").write_text("No back pain!", encoding="utf-8")
     again = run(folder, tmp_path / "again", extractor=extractor)
     assert again["input_hashes"]["notes"]["sha256"] != expected
+
+
+def test_properties_a_database_input_is_recorded_by_its_query_hash_and_rows(extractor, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    frame = pd.read_csv(ROOT / "samples" / "notes.csv", dtype=str)
+    path = tmp_path / "notes.duckdb"
+    con = duckdb.connect(str(path))
+    con.register("frame", frame)
+    con.execute("CREATE TABLE clinic_notes AS SELECT * FROM frame")
+    con.close()
+    query = "SELECT note_id, text FROM clinic_notes WHERE note_id <> 's-003'"
+    manifest = run(path, tmp_path / "out", query=query, extractor=extractor)
+    recorded = manifest["input_hashes"]["notes"]
+    assert recorded["query_sha256"] == hashlib.sha256(query.encode()).hexdigest()
+    assert recorded["rows"] == recorded["records"] == len(frame) - 1 == manifest["counts"]["notes_read"]
+    by_table = run(path, tmp_path / "table", table="clinic_notes", extractor=extractor)["input_hashes"]["notes"]
+    assert by_table["table"] == "clinic_notes" and by_table["query_sha256"] is None and by_table["rows"] == len(frame)
