@@ -5,6 +5,7 @@ Pure functions of note summaries, orders and rule data (dates are passed in): no
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -50,7 +51,14 @@ def text_or_none(value) -> str | None:
     return text or None
 
 
-@dataclass(frozen=True)
+def _shared(value) -> str | None:
+    """`text_or_none`, one string object for each value (descriptions, codes, providers and sites repeat
+    across an archive's orders, all held until a run ends)."""
+    text = text_or_none(value)
+    return sys.intern(text) if text is not None else None
+
+
+@dataclass(frozen=True, slots=True)
 class Order:
     order_id: str
     description: str | None = None
@@ -70,11 +78,12 @@ class Order:
         if isinstance(cpt, float) and cpt == cpt:
             cpt = str(int(cpt))  # a CSV reader's 72148.0
         order_date = parse_date(record.get("order_date"))
-        return cls(order_id=str(record["order_id"]), description=text_or_none(record.get("description")), cpt=text_or_none(cpt),
-                   note_id=text_or_none(record.get("note_id")), encounter_id=text_or_none(record.get("encounter_id")),
+        return cls(order_id=str(record["order_id"]), description=_shared(record.get("description")),
+                   cpt=_shared(cpt), note_id=text_or_none(record.get("note_id")),
+                   encounter_id=text_or_none(record.get("encounter_id")),
                    patient_id=text_or_none(record.get("patient_id")), order_date=order_date,
-                   priority=text_or_none(record.get("priority")), provider=text_or_none(record.get("provider")),
-                   site=text_or_none(record.get("site")),
+                   priority=_shared(record.get("priority")), provider=_shared(record.get("provider")),
+                   site=_shared(record.get("site")),
                    order_date_invalid=order_date is None and text_or_none(record.get("order_date")) is not None)
 
 
@@ -103,7 +112,37 @@ class CompactSummary(Mapping):
         return CompactSummary, (dict(zip(self._keys[0], self._values)),)
 
 
-@dataclass(frozen=True)
+class CompactEvidence(Mapping):
+    """Evidence texts per label packed in one string (label, then its texts, separated by the ASCII unit
+    and record separators, which never occur in evidence: its whitespace is collapsed to single spaces)."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, evidence: Mapping[str, Sequence[str]]):
+        self._packed = "\x1e".join("\x1f".join((label, *texts)) for label, texts in evidence.items())
+
+    def _items(self):
+        for record in self._packed.split("\x1e") if self._packed else ():
+            label, *texts = record.split("\x1f")
+            yield label, texts
+
+    def __getitem__(self, key):
+        for label, texts in self._items():
+            if label == key:
+                return texts
+        raise KeyError(key)
+
+    def __iter__(self):
+        return (label for label, _ in self._items())
+
+    def __len__(self) -> int:
+        return self._packed.count("\x1e") + 1 if self._packed else 0
+
+    def __reduce__(self):
+        return CompactEvidence, (dict(self._items()),)
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class NoteRef:
     """What the auditor needs of a note: its ids, date, summary and the evidence texts per label."""
 
@@ -118,6 +157,9 @@ class NoteRef:
     def __post_init__(self):  # kept per order until a run ends: as small as it can be
         if not isinstance(self.summary, CompactSummary):
             object.__setattr__(self, "summary", CompactSummary(self.summary))
+        if self.evidence is not None and not isinstance(self.evidence, CompactEvidence) and \
+                not any("\x1e" in t or "\x1f" in t for texts in self.evidence.values() for t in texts):
+            object.__setattr__(self, "evidence", CompactEvidence(self.evidence))
 
     def as_json(self) -> dict:
         return {"note_id": self.note_id, "summary": dict(self.summary), "patient_id": self.patient_id,
