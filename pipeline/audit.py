@@ -477,12 +477,14 @@ class OrderMatcher:
             self._missed[note.note_id] = (note.seq, row)
 
     def finish(self) -> tuple[list[dict], list[dict]]:
-        """The verdict rows and unmatched-order rows `audit()` gives for the notes offered."""
+        """The verdict rows and unmatched-order rows `audit()` gives for the notes offered. Once: the
+        candidate notes are let go as their orders' rows are made."""
         rows: list[dict] = []
         unmatched: list[dict] = []
         imaged: set[str] = set()
         for i, order in enumerate(self.orders):
             note, how = _choose(order, self._by_id[i], self._encounter[i], self._window[i], self.window_days)
+            self._by_id[i] = self._encounter[i] = self._window[i] = None  # the row replaces the candidates
             if note is None:
                 unmatched.append({"order_id": order.order_id, "reason": how})
                 continue
@@ -490,7 +492,7 @@ class OrderMatcher:
                                      self.parameters)
             if lumbar:
                 imaged.add(note.note_id)
-            rows.append(row)
-        rows += [row for _, row in sorted(self._missed.values(), key=lambda kv: kv[0])
-                 if row["note_id"] not in imaged]
-        return [{k: row.get(k) for k in AUDIT_FIELDS} for row in rows], unmatched
+            rows.append({k: row.get(k) for k in AUDIT_FIELDS})
+        rows += [{k: row.get(k) for k in AUDIT_FIELDS}
+                 for _, row in sorted(self._missed.values(), key=lambda kv: kv[0]) if row["note_id"] not in imaged]
+        return rows, unmatched
