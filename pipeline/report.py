@@ -648,8 +648,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, no_text: bo
     report = build(run, rules_dir)
     page = render(report)
     path = Path(out) if out else run.dir / "report.html"
-    if path.parent and not path.parent.is_dir():
-        raise ReportError(f"{path.parent}: no such folder")
+    try:  # as run makes its --out folder: owner-only unless the umask is stricter
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"{path.parent}: cannot create the folder ({err.strerror})") from None
     _write_private(page, path)
     return path, summary_line(report)
 

@@ -436,6 +436,10 @@ def test_report_of_a_run_without_orders_leaves_the_order_sections_out(tmp_path, 
     assert "lumbar_orders" not in page.rows("headline")
     assert not {"by-site", "by-provider", "hedis", "verdicts"} & set(page.tables)
     assert "made without orders" in (out / "report.html").read_text(encoding="utf-8")
+    elsewhere = tmp_path / "reports" / "2026" / "committee.html"  # --out into folders not made yet
+    code, stdout, _ = run_cli(["report", str(out), "--out", str(elsewhere)], capsys)
+    assert code == 0 and f"report: {elsewhere}" in stdout and elsewhere.read_bytes() == (out / "report.html").read_bytes()
+    assert elsewhere.parent.stat().st_mode & 0o077 == 0
 
 
 def _no_manifest(path: Path) -> Path:
