@@ -9,9 +9,9 @@ from dataclasses import dataclass, fields
 
 from spacy.tokens import Doc, Span
 
-from .labels import CONTEXT_ASSERTIONS, SECTION_ASSERTIONS
+from .labels import CONTEXT_ASSERTIONS
 from .literals import with_first_characters
-from .sections import section_at
+from .sections import COPIED, section_assertion, section_at
 
 
 @dataclass(frozen=True)
@@ -38,38 +38,60 @@ FINDING_FIELDS = tuple(f.name for f in fields(Finding))
 _LEFT = r"(?:left|lt|l|lle|left-sided|l-sided)"
 _RIGHT = r"(?:right|rt|r|rle|right-sided|r-sided)"
 _BILATERAL = (r"(?:bilateral(?:ly)?|bilat|b/l|ble|both (?:legs|feet|lower extremities|lower legs|sides|les|calves|thighs)"
-              r"|r\s*>\s*l|l\s*>\s*r|r\s*(?:and|&|/)\s*l|l\s*(?:and|&|/)\s*r|left and right|right and left"
-              r"|l\s*=\s*r|symmetric(?:al(?:ly)?)?)")
+              r"|(?:rt|r)\s*(?:>|<|=)\s*(?:lt|l)|(?:lt|l)\s*(?:>|<|=)\s*(?:rt|r)"
+              r"|(?:rt|r)\s*(?:and|&|/)\s*(?:lt|l)|(?:lt|l)\s*(?:and|&|/)\s*(?:rt|r)|left and right|right and left"
+              r"|left\s*(?:>|<|=)\s*right|right\s*(?:>|<|=)\s*left|symmetric(?:al(?:ly)?)?)")
 _SIDE_WORD = re.compile(rf"(?<![\w/-])(?:(?P<bilateral>{_BILATERAL})|(?P<left>{_LEFT})|(?P<right>{_RIGHT}))(?![\w/-])",
                         re.IGNORECASE)
+# "LT" is also light touch, a sensory modality: "decreased LT", "intact to LT", "sensation to LT", "LT/PP",
+# "PP and LT", "LT sensation". There it names no side ("decreased LT R lateral calf" is the right calf).
+_MODALITY = r"(?:PP|pin ?prick|temp(?:erature)?|vibration|vibratory|proprioception|sharp(?:/dull)?|cold)"
+_LIGHT_TOUCH_BEFORE = re.compile(
+    r"(?:\b(?:decreased|decr|dec|diminished|dim|reduced|impaired|absent|altered|abnormal|intact|normal|nl|symmetric|"
+    r"loss of|less|no)\s*(?:to\s+)?|↓\s*(?:to\s+)?"
+    r"|\b(?:sensation|sensory|sens)\s+(?:(?:is|was|are)\s+)?(?:\w+\s+)?to\s+"
+    rf"|\b{_MODALITY}\s*(?:/|,|and|&)\s*)$", re.IGNORECASE)
+_LIGHT_TOUCH_AFTER = re.compile(rf"\s*(?:(?:/|,|and\b|&)\s*{_MODALITY}\b|sensation\b|sensory\b)", re.IGNORECASE)
 _PROGRESSIVE = re.compile(
     r"\b(?:worsening|worsened|progressive(?:ly)?|progressing|progressed|progression|increasing(?:ly)?|spreading|"
     r"spread(?:s|ed)? (?:to|into|up)|getting worse|deteriorat\w+|now (?:up to|to the|into|involves|involving|also|extends)|"
     r"ascend\w+|was \d[+-]?/5,? (?:and )?now|(?:from|went from) \d[+-]?/5 to \d[+-]?/5|more (?:weak|numb)|weaker|worse (?:than|since))\b",
     re.IGNORECASE)
-_CLAUSE_BREAK = re.compile(r"[,;:()]|\band\b|\bbut\b", re.IGNORECASE)
+# "and" joins two clauses, but not two modalities ("decreased LT and PP over the R foot")
+_CLAUSE_BREAK = re.compile(rf"[,;:()]|\band\b(?!\s+{_MODALITY}\b)|\bbut\b", re.IGNORECASE)
 # told which characters a match starts with, they fail fast at most positions (literals.py)
 _SIDE_WORD, _PROGRESSIVE, _CLAUSE_BREAK = map(with_first_characters, (_SIDE_WORD, _PROGRESSIVE, _CLAUSE_BREAK))
 
 
+def _side_words(text: str, start: int, end: int):
+    """The side words in text[start:end], less "LT" where it means light touch."""
+    for match in _SIDE_WORD.finditer(text, start, end):
+        if match.lastgroup == "left" and match.group().lower() == "lt" and (
+                _LIGHT_TOUCH_BEFORE.search(text, max(0, match.start() - 40), match.start())
+                or _LIGHT_TOUCH_AFTER.match(text, match.end())):
+            continue
+        yield match
+
+
 def laterality(text: str, start: int, end: int, sent_start: int, sent_end: int) -> str:
     """left/right/bilateral from the mention itself, else the nearest side word in its clause."""
-    inside = [m for m in _SIDE_WORD.finditer(text, start, end)]
+    inside = list(_side_words(text, start, end))
     if inside:
         kinds = {m.lastgroup for m in inside}
         if "bilateral" in kinds or kinds == {"left", "right"}:
             return "bilateral"
         return inside[0].lastgroup
-    before = text[max(sent_start, start - 40):start]
-    breaks = list(_CLAUSE_BREAK.finditer(before))
+    before_start = max(sent_start, start - 40)
+    breaks = list(_CLAUSE_BREAK.finditer(text, before_start, start))
     if breaks:
-        before = before[breaks[-1].end():]
-    after = text[end:min(sent_end, end + 30)]
-    cut = _CLAUSE_BREAK.search(after)
+        before_start = breaks[-1].end()
+    after_end = min(sent_end, end + 30)
+    cut = _CLAUSE_BREAK.search(text, end, after_end)
     if cut:
-        after = after[:cut.start()]
-    candidates = [(len(before) - m.end(), m.lastgroup) for m in _SIDE_WORD.finditer(before)]
-    candidates += [(m.start() + 0.5, m.lastgroup) for m in _SIDE_WORD.finditer(after)]
+        after_end = cut.start()
+    # side words are read in the note's text (not a slice), so "LT" sees the words around it
+    candidates = [(start - m.end(), m.lastgroup) for m in _side_words(text, before_start, start)]
+    candidates += [(m.start() - end + 0.5, m.lastgroup) for m in _side_words(text, end, after_end)]
     if not candidates:
         return "unspecified"
     return min(candidates)[1]
@@ -136,12 +158,14 @@ def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
             assertion, cue, cue_id = "negated", text[start:end], meta["id"]
         else:
             assertion, cue, cue_id = _context_assertion(ent)
-        section_assertion = SECTION_ASSERTIONS.get(section_name)
-        if section_assertion == "historical":
-            if assertion == "present":  # "PMH: breast CA"; a negation in PMH stays a negation
+        by_section = section_assertion(section_name)
+        if by_section == "historical":
+            # "PMH: breast CA"; a negation there stays a negation. In text copied from an earlier note a
+            # suspicion ("concern for epidural abscess") is that visit's too.
+            if assertion == "present" or (assertion == "possible" and section_name == COPIED):
                 assertion, cue, cue_id = "historical", section_name, section.rule_id
-        elif section_assertion:  # family history, patient instructions: whatever the wording
-            assertion, cue, cue_id = section_assertion, section_name, section.rule_id
+        elif by_section:  # family history, patient instructions: whatever the wording
+            assertion, cue, cue_id = by_section, section_name, section.rule_id
         labels = meta.get("negated_labels") if assertion == "negated" and "negated_labels" in meta \
             else meta.get("labels", [ent.label_])
         if not labels:

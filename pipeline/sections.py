@@ -1,14 +1,31 @@
-"""Section detection: header rules (patterns/sections.json) → (start, end, category) spans."""
+"""Section detection: header rules (patterns/sections.json) → (start, end, category) spans.
+
+A block copied forward from an earlier note ("--- Interval history copied from visit of 3/2/24 ---",
+"HPI (copied from clinic note 11/27/2017):", "*** copied text ***") is a section of its own, `copied`,
+whatever headers it holds, up to its end marker ("--- end of copied text ---", section rules of category
+`copied_end`). Without an end marker it ends at the next header or blank line. After it, the section
+it interrupted goes on.
+"""
 from __future__ import annotations
 
 import bisect
 import re
 from dataclasses import dataclass
 
+from .labels import SECTION_ASSERTIONS
 from .rules import SectionRule
 
 # A header counts at the start of the text, of a line (after bullets/spaces), or after a sentence end.
 _HEADER_CONTEXT = re.compile(r"(?:^|\n)[ \t\-\*•>#]*$|[.;!?)][ \t]+$")
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n\s*")
+
+COPIED = "copied"           # text copied forward from an earlier note: it describes that visit
+COPIED_END = "copied_end"   # the end marker of a copied block
+
+
+def section_assertion(category: str | None) -> str | None:
+    """The assertion a section gives what it contains (historical for past history and copied text)."""
+    return "historical" if category == COPIED else SECTION_ASSERTIONS.get(category)
 
 
 @dataclass(frozen=True)
@@ -43,12 +60,61 @@ def sections_from_matches(text: str, matches) -> list[Section]:
         if kept and start < kept[-1][1]:
             continue  # a header inside another header ("Assessment and Plan:" contains "Plan:")
         kept.append((start, body_start, rule))
+    if any(rule.category in (COPIED, COPIED_END) for _, _, rule in kept):
+        return _with_copied_blocks(text, kept)
     ends = [start for start, _, _ in kept[1:]] + [len(text)]
     return [Section(start, body_start, end, rule.category, rule.id)
             for (start, body_start, rule), end in zip(kept, ends)]
 
 
+def _with_copied_blocks(text: str, kept: list[tuple[int, int, SectionRule]]) -> list[Section]:
+    """Sections from headers in order when some open or close a copied block (see the module's doc)."""
+    sections: list[Section] = []
+    current: Section | None = None  # the section a copied block interrupts, to go on after it
+
+    def close(at: int) -> None:
+        if sections and sections[-1].end > at:
+            sections[-1] = Section(sections[-1].start, sections[-1].body_start, at,
+                                   sections[-1].category, sections[-1].rule_id)
+
+    i = 0
+    while i < len(kept):
+        start, body_start, rule = kept[i]
+        if rule.category == COPIED_END:  # an end marker without its block: not a header
+            i += 1
+            continue
+        if rule.category != COPIED:
+            close(start)
+            current = Section(start, body_start, len(text), rule.category, rule.id)
+            sections.append(current)
+            i += 1
+            continue
+        close(start)
+        marker = next((j for j in range(i + 1, len(kept)) if kept[j][2].category in (COPIED, COPIED_END)), None)
+        if marker is not None and kept[marker][2].category == COPIED_END:
+            # a delimited block: everything up to the end marker, headers included, is copied
+            for inner_start, inner_body, _ in [(start, body_start, rule)] + kept[i + 1:marker]:
+                close(inner_start)
+                sections.append(Section(inner_start, inner_body, len(text), COPIED, rule.id))
+            end_start, end_body, _ = kept[marker]
+            i = marker + 1
+        else:
+            # no end marker: up to the next header, or the first blank line after some copied text
+            next_header = kept[i + 1][0] if i + 1 < len(kept) else len(text)
+            content = body_start + len(text[body_start:next_header]) - len(text[body_start:next_header].lstrip())
+            blank = _BLANK_LINE.search(text, content, next_header)
+            sections.append(Section(start, body_start, len(text), COPIED, rule.id))
+            i += 1
+            if not blank:
+                continue  # the next header (or the end of the text) closes it
+            end_start, end_body = blank.start(), blank.end()
+        close(end_start)
+        if current is not None:  # the interrupted section goes on after the block
+            sections.append(Section(end_start, end_body, len(text), current.category, current.rule_id))
+    return sections
+
+
 def section_at(sections: list[Section], char: int) -> Section | None:
-    """The section containing character offset `char`, or None before the first header."""
+    """The section containing character offset `char`, or None outside every section."""
     i = bisect.bisect_right(sections, char, key=lambda s: s.start) - 1
-    return sections[i] if i >= 0 else None
+    return sections[i] if i >= 0 and char < sections[i].end else None

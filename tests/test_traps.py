@@ -167,7 +167,70 @@ SAFETY_NET_AND_SERVICES = [
 ]
 
 
-ALL_TRAPS = TRAPS + AUDIT_MISSES + SAFETY_NET_AND_SERVICES
+# false alarms found on the sample archive (corpora/sample/README.md), each with the general cases
+# that must keep firing
+BASELINE_DEFICITS = [
+    # a deficit documented as baseline, old, chronic or residual is not a new one
+    ("L EHL 4+/5 (baseline per op note).", "FOOT_DROP", E),
+    ("R EHL 4/5, baseline.", "FOOT_DROP", E),
+    ("R DF 4-/5 - baseline since his 2019 L5-S1 fusion.", "FOOT_DROP", E),
+    ("L EHL 4+/5 (at baseline).", "FOOT_DROP", E),
+    ("EHL 4/5 on the R, unchanged from baseline.", "FOOT_DROP", E),
+    ("R EHL 3/5 (chronic).", "FOOT_DROP", E),
+    ("L EHL 4/5 (residual since surgery in 2019).", "FOOT_DROP", E),
+    ("R DF 4/5 since surgery in 2019.", "FOOT_DROP", E),
+    ("Old L foot drop from a 2015 peroneal nerve injury.", "FOOT_DROP", E),
+    ("Residual R foot drop after the 2018 discectomy.", "FOOT_DROP", E),
+    ("Numbness L lateral foot - old, per op note.", "SENSORY_DEFICIT", E),
+    ("R quad 4/5 (old, from a 2018 femoral nerve injury).", "MOTOR_WEAKNESS", E),
+    # ... while a current deficit keeps firing, also next to an old one
+    ("L foot drop.", "FOOT_DROP", P),
+    ("R EHL 4+/5.", "FOOT_DROP", P),
+    ("New R foot drop; old L foot drop from a 2015 peroneal injury.", "FOOT_DROP", P),
+    ("New R foot drop, L EHL 4/5 (old).", "FOOT_DROP", P),
+    ("Old L foot drop, now also R EHL 3/5 since Monday.", "FOOT_DROP", P),
+    ("L EHL 4/5 (chronic, now worse).", "FOOT_DROP", P),
+    ("R EHL 4/5 (was 5/5 at baseline).", "FOOT_DROP", P),
+    ("R foot drop since surgery yesterday.", "FOOT_DROP", P),
+    ("45 year old man with L foot drop.", "FOOT_DROP", P),
+    ("72-year-old M, R EHL 3/5.", "FOOT_DROP", P),
+    ("Baseline labs drawn. R EHL 3/5.", "FOOT_DROP", P),
+]
+
+COPIED_FORWARD = [
+    # red flags in a block copied forward from an earlier visit describe that visit
+    ("--- Interval history copied from visit of 2024-03-02 ---\n"
+     "LBP with progressive R leg weakness, knee buckling on stairs.\n--- end of copied text ---\n"
+     "Interval update: doing about the same.", "MOTOR_WEAKNESS", E),
+    ("*** copied text ***\nFever 38.9 and IV heroin use last week.\n*** end copied text ***\nHPI: LBP x 2 days.",
+     "FEVER", E),
+    ("[Copied from 3/15/2016 note]\nS: R EHL 3/5, numb R great toe.\n[End copied text]\nToday: pain better.",
+     "FOOT_DROP", E),
+    ("HPI (copied from clinic note 11/27/2017, Dr. Lee):\nLBP, urinary retention, saddle numbness.\n\n"
+     "Today: LBP improved.", "BLADDER_DYSFUNCTION", E),
+    ("Carried forward from 01/05/2024 visit:\nL foot drop, EHL 2/5.\n\nExam today: ambulating well.", "FOOT_DROP", E),
+    ("Previous note (copied):\nConcern for epidural abscess, febrile to 39.\n\nA/P: LBP, improving.", "FEVER", E),
+    ("From prior note:\nBLE weakness.\n\nPlan: PT.", "MOTOR_WEAKNESS", E),
+    ("== Copy forward 02/08/2021 ==\nHPI: saddle anesthesia.\nExam: R EHL 3/5.\n== end copy forward ==\nPMH: HTN.",
+     "SADDLE_ANESTHESIA", E),
+    ("== Copy forward 02/08/2021 ==\nHPI: saddle anesthesia.\nExam: R EHL 3/5.\n== end copy forward ==\nPMH: HTN.",
+     "FOOT_DROP", E),
+    # ... while a red flag after the copied block ends keeps firing
+    ("--- copied from visit 02/01/2024 ---\nNo weakness.\n--- end copied text ---\nToday: new L foot drop, EHL 2/5.",
+     "FOOT_DROP", P),
+    ("Copied from prior note:\nDenies bladder sx.\n\nNow unable to void since this morning.",
+     "BLADDER_DYSFUNCTION", P),
+    ("HPI (copied from 03/01 visit):\nLBP x 3 days.\nExam today:\nR EHL 3/5.", "FOOT_DROP", P),
+    ("HPI (copied from 03/01 visit):\nLBP x 3 days.\nInterval history 03/08:\nFever to 38.7.", "FEVER", P),
+    ("*** copied text ***\nLBP x 2 wks.\n*** end copied text ***\nSaddle numbness since last night.",
+     "SADDLE_ANESTHESIA", P),
+    ("MRI report copied from the outside hospital; new R foot drop today.", "FOOT_DROP", P),
+    ("Copied the plan from the last visit and reviewed it: fever 38.5 today.", "FEVER", P),
+    ("--- copied from visit 02/01/2024 ---\nh/o breast CA.\n--- end copied text ---", "CANCER_HISTORY", P),
+]
+
+
+ALL_TRAPS = TRAPS + AUDIT_MISSES + SAFETY_NET_AND_SERVICES + BASELINE_DEFICITS + COPIED_FORWARD
 
 
 @pytest.mark.parametrize("text,label,expected", ALL_TRAPS, ids=[f"{label}:{text}" for text, label, _ in ALL_TRAPS])
