@@ -857,8 +857,8 @@ def _share_cells(share: float, low: float, high: float) -> str:
 def _table(table_id: str, headers: Sequence[str], rows: Iterable[str], caption: str = "") -> str:
     head = "".join(f"<th>{h}</th>" for h in headers)
     cap = f"<caption>{caption}</caption>" if caption else ""
-    return (f'<table id="{table_id}">{cap}<thead><tr>{head}</tr></thead><tbody>'
-            + "".join(rows) + "</tbody></table>")
+    return (f'<div class="wide"><table id="{table_id}">{cap}<thead><tr>{head}</tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table></div>")
 
 
 def _figure(uri: str, alt: str, caption: str) -> str:
