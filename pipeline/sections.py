@@ -3,8 +3,9 @@
 A block copied forward from an earlier note ("--- Interval history copied from visit of 3/2/24 ---",
 "HPI (copied from clinic note 11/27/2017):", "*** copied text ***") is a section of its own, `copied`,
 whatever headers it holds, up to its end marker ("--- end of copied text ---", section rules of category
-`copied_end`). Without an end marker it ends at the next header or blank line. After it, the section
-it interrupted goes on.
+`copied_end`). Without an end marker it ends at the first blank line, or at the next header; a block
+that starts with a header of its own (a copied note: "HPI: ...", "Exam: ...") ends at the first blank line
+or at a header of a kind it already had. After it, the section it interrupted goes on.
 """
 from __future__ import annotations
 
@@ -89,29 +90,46 @@ def _with_copied_blocks(text: str, kept: list[tuple[int, int, SectionRule]]) -> 
             sections.append(current)
             i += 1
             continue
-        close(start)
-        marker = next((j for j in range(i + 1, len(kept)) if kept[j][2].category in (COPIED, COPIED_END)), None)
-        if marker is not None and kept[marker][2].category == COPIED_END:
-            # a delimited block: everything up to the end marker, headers included, is copied
-            for inner_start, inner_body, _ in [(start, body_start, rule)] + kept[i + 1:marker]:
-                close(inner_start)
-                sections.append(Section(inner_start, inner_body, len(text), COPIED, rule.id))
-            end_start, end_body, _ = kept[marker]
-            i = marker + 1
-        else:
-            # no end marker: up to the next header, or the first blank line after some copied text
-            next_header = kept[i + 1][0] if i + 1 < len(kept) else len(text)
-            content = body_start + len(text[body_start:next_header]) - len(text[body_start:next_header].lstrip())
-            blank = _BLANK_LINE.search(text, content, next_header)
-            sections.append(Section(start, body_start, len(text), COPIED, rule.id))
-            i += 1
-            if not blank:
-                continue  # the next header (or the end of the text) closes it
-            end_start, end_body = blank.start(), blank.end()
-        close(end_start)
-        if current is not None:  # the interrupted section goes on after the block
-            sections.append(Section(end_start, end_body, len(text), current.category, current.rule_id))
+        inner, end, resume, i = _copied_block(text, kept, i)
+        for inner_start, inner_body in [(start, body_start)] + inner:
+            close(inner_start)
+            sections.append(Section(inner_start, inner_body, len(text), COPIED, rule.id))
+        if end is not None:
+            close(end)
+            if current is not None:  # the interrupted section goes on after the block
+                sections.append(Section(end, resume, len(text), current.category, current.rule_id))
     return sections
+
+
+def _copied_block(text: str, kept: list[tuple[int, int, SectionRule]], i: int):
+    """The copied block opened by header `i`: (start, body start) of the headers inside it, where it ends
+    and the section it interrupted goes on (None, None when the next header ends it), and the index of
+    the next header to read."""
+    body_start = kept[i][1]
+    marker = next((j for j in range(i + 1, len(kept)) if kept[j][2].category in (COPIED, COPIED_END)), None)
+    if marker is not None and kept[marker][2].category == COPIED_END:
+        # delimited: everything up to the end marker, headers included
+        return [(s, b) for s, b, _ in kept[i + 1:marker]], kept[marker][0], kept[marker][1], marker + 1
+    limit = kept[marker][0] if marker is not None else len(text)
+    content = len(text) - len(text[body_start:].lstrip()) if text[body_start:].strip() else len(text)
+    blank = _BLANK_LINE.search(text, content, limit)
+    stop = blank.start() if blank else limit
+    j = i + 1
+    if j < len(kept) and kept[j][0] == content and kept[j][0] < stop:
+        # a copied note with its own headers ("Copied from 2/27 note:" then "HPI: ..."): up to a blank
+        # line, or to a header of a kind the block already had (the current note's own "Exam:")
+        seen: set[str] = set()
+        while j < len(kept) and kept[j][0] < stop and kept[j][2].category not in seen | {COPIED, COPIED_END}:
+            seen.add(kept[j][2].category)
+            j += 1
+        inner = [(s, b) for s, b, _ in kept[i + 1:j]]
+        if j < len(kept) and kept[j][0] < stop:
+            return inner, None, None, j
+        return inner, (blank.start() if blank else None), (blank.end() if blank else None), j
+    # copied prose: up to the next header or the first blank line after it
+    if blank and (j >= len(kept) or blank.start() < kept[j][0]):
+        return [], blank.start(), blank.end(), j
+    return [], None, None, j
 
 
 def section_at(sections: list[Section], char: int) -> Section | None:

@@ -133,6 +133,11 @@ COPIED_BLOCKS = [
      ["copied", "hpi"]),
     ("Exam: normal gait.\nFrom prior note:\nBLE weakness.\n\nStrength 5/5 today.", ["exam", "copied", "exam"]),
     ("HPI: LBP.\nCarried forward from 01/05/2024 visit:\nL foot drop.\nExam today:\nEHL 5/5.", ["hpi", "copied", "exam"]),
+    # a copied note with its own headers: to the first blank line, or to a header of a kind it already had
+    ("(Prior note 2/27/24, copied:)\nHPI: LBP.\nExam: SLR +.\nPlan: PT.\n\nExam today: R EHL 3/5.",
+     ["copied", "copied", "copied", "copied", "exam"]),
+    ("Copied from 2/27 note:\nHPI: LBP.\nExam: SLR +.\nExam today: R EHL 3/5.\nPlan: MRI.",
+     ["copied", "copied", "copied", "exam", "plan"]),
     # an end marker without its block, and "copied" inside a sentence, are not headers
     ("HPI: LBP.\n--- end of copied text ---\nR foot drop.", ["hpi"]),
     ("HPI: MRI report copied from the outside hospital.\nR foot drop.", ["hpi"]),
