@@ -178,3 +178,21 @@ def test_cli_run_orders_with_other_column_names_and_numeric_ids(tmp_path):
     audit = pd.read_csv(out / "audit.csv", dtype=str)
     assert audit[["note_id", "order_id", "procedure", "verdict"]].values.tolist() == \
         [["7", "x1", "MRI_LSPINE_WO", "appropriate"]]
+
+
+def test_cli_starts_without_quickumls_and_leaves_the_real_package_importable():
+    """medspaCy imports QuickUMLS (nltk, scipy.stats: about a second) for a component the tool never adds;
+    the command skips it, and a later `import quickumls` in the same process still gets the package."""
+    import subprocess
+    import sys
+
+    script = ("import sys, io, contextlib\n"
+              "from pipeline.cli import main\n"
+              "with contextlib.redirect_stdout(io.StringIO()):\n"
+              "    assert main(['explain', 'LBP x 2 wks, R foot drop']) == 0\n"
+              "print('nltk' in sys.modules, 'quickumls' in sys.modules)\n"
+              "import quickumls\n"
+              "print(hasattr(quickumls, 'QuickUMLS'))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "False", "True"]
