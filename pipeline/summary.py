@@ -6,6 +6,7 @@ from typing import Iterable
 
 from .findings import Finding
 from .labels import COUNTS_WHEN_HISTORICAL, LABELS, NEURO_DEFICITS
+from .sections import COPIED
 
 SUMMARY_FIELDS = ("note_id", *LABELS, "age", "duration_days", "duration_class",
                   "bilateral_deficit", "progressive_deficit", "in_scope")
@@ -89,11 +90,13 @@ def _days(match: re.Match) -> int | None:
 
 
 def duration(text: str, findings: Iterable[Finding]) -> tuple[int | None, str]:
-    """Back-pain episode duration in days and its class (acute / subacute / chronic / unknown)."""
+    """Back-pain episode duration in days and its class (acute / subacute / chronic / unknown). Text copied
+    from an earlier note is read after the note's own: its durations were that visit's."""
     pain = [f for f in findings if f.label in PAIN_LABELS and f.assertion in ("present", "historical")]
+    pain = sorted(pain, key=lambda f: (f.section == COPIED, f.start))
     days = None
     described = None
-    for finding in sorted(pain, key=lambda f: f.start):
+    for finding in pain:
         before = text[max(0, finding.start - 25):finding.start]
         line_end = text.find("\n", finding.end)
         after = text[finding.end:min(finding.end + 60, line_end if line_end != -1 else len(text))]
@@ -108,7 +111,7 @@ def duration(text: str, findings: Iterable[Finding]) -> tuple[int | None, str]:
             elif _YESTERDAY.search(after):
                 days = 1
     if days is None and pain:
-        first = min(f.start for f in pain)
+        first = pain[0].start
         match = _first_duration(text, max(0, first - 80), first + 200)
         if match:
             days = _days(match)

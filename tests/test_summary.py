@@ -21,6 +21,9 @@ def test_summary_age(text, age):
     ("Back pain for 6 months.", 180, "chronic"),
     ("Back pain.", None, "unknown"),
     ("Acute low back pain since yesterday.", 1, "acute"),
+    # a duration copied forward from an earlier visit was that visit's
+    ("HPI (copied from 11/27 visit):\nLBP x 2 days after moving a couch.\n\nInterval history: LBP now x 3 wks.", 21, "acute"),
+    ("--- copied from visit 1/2/2024 ---\nLBP x 2 days.\n--- end copied text ---", 2, "acute"),
 ], ids=lambda v: str(v))
 def test_summary_duration(extractor, text, days, klass):
     summary = extractor.extract(text).summary
@@ -72,7 +75,8 @@ LATERALITY = [
     ("Decreased LT/PP in the right great toe.", "SENSORY_DEFICIT", "right"),
     ("Reduced sensation to LT over the R lateral foot.", "SENSORY_DEFICIT", "right"),
     ("Impaired LT sensation L medial shin.", "SENSORY_DEFICIT", "left"),
-    ("Numbness R calf, decreased to LT.", "SENSORY_DEFICIT", "right"),
+    ("Decreased to LT and PP over the R calf.", "SENSORY_DEFICIT", "right"),
+    ("Diminished to LT and PP over LT dorsal foot.", "SENSORY_DEFICIT", "left"),
     # "LT" for left
     ("LT leg weakness.", "MOTOR_WEAKNESS", "left"),
     ("LT foot drop.", "FOOT_DROP", "left"),
