@@ -48,7 +48,7 @@ _SIDE_WORD = re.compile(rf"(?<![\w/-])(?:(?P<bilateral>{_BILATERAL})|(?P<left>{_
 _MODALITY = r"(?:PP|pin ?prick|temp(?:erature)?|vibration|vibratory|proprioception|sharp(?:/dull)?|cold)"
 _LIGHT_TOUCH_BEFORE = re.compile(
     r"(?:\b(?:decreased|decr|dec|diminished|dim|reduced|impaired|absent|altered|abnormal|intact|normal|nl|symmetric|"
-    r"loss of|less|no)\s*(?:to\s+)?|↓\s*(?:to\s+)?"
+    r"loss of)\s*(?:to\s+)?|↓\s*(?:to\s+)?"
     r"|\b(?:sensation|sensory|sens)\s+(?:(?:is|was|are)\s+)?(?:\w+\s+)?to\s+"
     rf"|\b{_MODALITY}\s*(?:/|,|and|&)\s*)$", re.IGNORECASE)
 _LIGHT_TOUCH_AFTER = re.compile(rf"\s*(?:(?:/|,|and\b|&)\s*{_MODALITY}\b|sensation\b|sensory\b)", re.IGNORECASE)

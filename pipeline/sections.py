@@ -19,6 +19,7 @@ from .rules import SectionRule
 # A header counts at the start of the text, of a line (after bullets/spaces), or after a sentence end.
 _HEADER_CONTEXT = re.compile(r"(?:^|\n)[ \t\-\*•>#]*$|[.;!?)][ \t]+$")
 _BLANK_LINE = re.compile(r"\n[ \t\r]*\n\s*")
+_SPACE = re.compile(r"\s*")
 
 COPIED = "copied"           # text copied forward from an earlier note: it describes that visit
 COPIED_END = "copied_end"   # the end marker of a copied block
@@ -75,8 +76,9 @@ def _with_copied_blocks(text: str, kept: list[tuple[int, int, SectionRule]]) -> 
 
     def close(at: int) -> None:
         if sections and sections[-1].end > at:
-            sections[-1] = Section(sections[-1].start, sections[-1].body_start, at,
-                                   sections[-1].category, sections[-1].rule_id)
+            last = sections.pop()
+            if last.start < at:  # else an interrupted section that had no text left before the next header
+                sections.append(Section(last.start, last.body_start, at, last.category, last.rule_id))
 
     i = 0
     while i < len(kept):
@@ -96,23 +98,25 @@ def _with_copied_blocks(text: str, kept: list[tuple[int, int, SectionRule]]) -> 
             sections.append(Section(inner_start, inner_body, len(text), COPIED, rule.id))
         if end is not None:
             close(end)
-            if current is not None:  # the interrupted section goes on after the block
-                sections.append(Section(end, resume, len(text), current.category, current.rule_id))
+            if current is not None:  # the interrupted section goes on after the block (or its end marker)
+                sections.append(Section(resume[0], resume[1], len(text), current.category, current.rule_id))
     return sections
 
 
 def _copied_block(text: str, kept: list[tuple[int, int, SectionRule]], i: int):
-    """The copied block opened by header `i`: (start, body start) of the headers inside it, where it ends
-    and the section it interrupted goes on (None, None when the next header ends it), and the index of
-    the next header to read."""
+    """The copied block opened by header `i`: (start, body start) of the headers inside it; where it ends
+    and (start, body start) of the interrupted section going on after it (None, None when the next header
+    ends it); and the index of the next header to read."""
     body_start = kept[i][1]
     marker = next((j for j in range(i + 1, len(kept)) if kept[j][2].category in (COPIED, COPIED_END)), None)
     if marker is not None and kept[marker][2].category == COPIED_END:
         # delimited: everything up to the end marker, headers included
-        return [(s, b) for s, b, _ in kept[i + 1:marker]], kept[marker][0], kept[marker][1], marker + 1
+        end_start, end_body, _ = kept[marker]
+        return [(s, b) for s, b, _ in kept[i + 1:marker]], end_start, (end_start, end_body), marker + 1
     limit = kept[marker][0] if marker is not None else len(text)
-    content = len(text) - len(text[body_start:].lstrip()) if text[body_start:].strip() else len(text)
+    content = _SPACE.match(text, body_start).end()
     blank = _BLANK_LINE.search(text, content, limit)
+    after_blank = (blank.end(), blank.end()) if blank else None
     stop = blank.start() if blank else limit
     j = i + 1
     if j < len(kept) and kept[j][0] == content and kept[j][0] < stop:
@@ -125,10 +129,10 @@ def _copied_block(text: str, kept: list[tuple[int, int, SectionRule]], i: int):
         inner = [(s, b) for s, b, _ in kept[i + 1:j]]
         if j < len(kept) and kept[j][0] < stop:
             return inner, None, None, j
-        return inner, (blank.start() if blank else None), (blank.end() if blank else None), j
+        return inner, (blank.start() if blank else None), after_blank, j
     # copied prose: up to the next header or the first blank line after it
     if blank and (j >= len(kept) or blank.start() < kept[j][0]):
-        return [], blank.start(), blank.end(), j
+        return [], blank.start(), after_blank, j
     return [], None, None, j
 
 
