@@ -401,15 +401,20 @@ def _json_document_source(path: Path, rename: Renamer, required: tuple[str, ...]
     def records() -> Iterator[dict]:
         for number, item in enumerate(items, 1):
             done[0] = number
-            if not isinstance(item, dict):
-                yield {"note_id": None, READ_ERROR: f"not a JSON object (item {number})"}
-                continue
-            record = rename.record(item)
-            reason = unreadable_field(record, encoding, escaped=False)
-            yield _clean(record) if reason is None else {"note_id": _readable_id(record), READ_ERROR: reason}
+            yield _json_record(item, rename, encoding, f"item {number}")
 
     return Source(records(), total=len(items), fraction=lambda: done[0] / len(items) if items else None,
                   fingerprint=fingerprint(path), columns=list(rename.names(first).values()) if first else None)
+
+
+def _json_record(value, rename: Renamer, encoding: str, where: str) -> dict:
+    """One decoded JSON value as a record in our column names, or an error record when it is not an object
+    or a field cannot be read (`where`: "line N" / "item N")."""
+    if not isinstance(value, dict):
+        return {"note_id": None, READ_ERROR: f"not a JSON object ({where})"}
+    record = rename.record(value)
+    reason = unreadable_field(record, encoding, escaped=False)
+    return _clean(record) if reason is None else {"note_id": _readable_id(record), READ_ERROR: reason}
 
 
 def _json_lines(stream) -> Iterator[tuple[int, bytes]]:
@@ -459,12 +464,7 @@ def _jsonl_records(path: Path, rename: Renamer, counter: _ByteCounter, encoding:
                 except ValueError:
                     yield {"note_id": _id_in_broken_json(line, id_key), READ_ERROR: f"malformed JSON (line {line_no})"}
                     continue
-                if not isinstance(value, dict):
-                    yield {"note_id": None, READ_ERROR: f"not a JSON object (line {line_no})"}
-                    continue
-                record = rename.record(value)
-                reason = unreadable_field(record, encoding, escaped=False)
-                yield _clean(record) if reason is None else {"note_id": _readable_id(record), READ_ERROR: reason}
+                yield _json_record(value, rename, encoding, f"line {line_no}")
         except (OSError, EOFError) as err:
             raise InputError(f"{path.name}: cannot be read as jsonl ({type(err).__name__})") from None
 
