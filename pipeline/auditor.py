@@ -16,8 +16,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import pandas as pd
 
 from .audit import DEFAULT_WINDOW_DAYS, OrderMatcher, parse_date
-from .batch import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHARS, NOTE_COLUMNS, ChunkSettings, NoteValidator, chunks_of,
-                    process_chunk, read_orders, table_schemas)
+from .findings import FINDING_FIELDS
+from .batch import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHARS, NOTE_COLUMNS, ChunkSettings, NoteValidator, audit_key,
+                    chunks_of, process_chunk, read_orders, table_schemas)
 from .rules import load_rules
 from .scenarios import choose_edition
 from .sources import Renamer, open_source
@@ -108,7 +109,7 @@ class Auditor:
         tables = Tables(*(_frame(rows[name], schemas[name]) for name in ("findings", "notes", "errors")))
         if matcher is not None:
             matched, unmatched = matcher.finish()  # then in the published table's order, as run merges them
-            audit = sorted(matched + rows["missed"], key=lambda row: (row["note_id"], row["order_id"]))
+            audit = sorted(matched + rows["missed"], key=audit_key)
             tables.audit = _frame(audit, schemas["audit"])
             tables.unmatched_orders = _frame(problems + unmatched, schemas["unmatched_orders"])
         return tables
@@ -137,9 +138,9 @@ class Auditor:
             date = date or (note_date if parse_date(note_date) else None)
         if not isinstance(text, str) or not text.strip():
             raise InputError("show() needs a note with text")
-        result = self.extractor.extract(text, note_id=note_id)
+        doc = self.extractor.doc(text)  # one pass: the findings and the cues shown come from the same Doc
+        result = self.extractor.result(doc, note_id, text)
         assessment = assess(result, self.rules, list(orders), date=date, edition=self.edition)
-        doc = self.extractor.doc(text)
         return NoteView(result, assessment, text, _modifiers(doc), _sections(doc, text))
 
     def rule(self, rule_id: str) -> dict:
@@ -279,8 +280,7 @@ class NoteView:
     @property
     def findings(self) -> pd.DataFrame:
         return pd.DataFrame([f.as_row() for f in self.result.findings],
-                            columns=["label", "assertion", "laterality", "progressive", "section", "start", "end",
-                                     "text", "rule_id", "cue", "cue_rule_id"])
+                            columns=[name for name in FINDING_FIELDS if name != "note_id"])
 
     def spans(self) -> list[dict]:
         """The highlighted spans: each finding labelled `LABEL · assertion` (findings on the same words

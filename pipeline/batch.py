@@ -933,7 +933,8 @@ def _batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def _audit_key(row: dict) -> tuple[str, str]:
+def audit_key(row: dict) -> tuple[str, str]:
+    """The audit table's order: by note, then order (a missed_imaging row's order_id is empty)."""
     return row["note_id"], row["order_id"]
 
 
@@ -958,12 +959,12 @@ def _merge_sorted(rows: list[dict], paths: list[Path], tmp: Path, schema, fan_in
             import pyarrow.parquet as pq
 
             with pq.ParquetWriter(out, schema) as writer:
-                stream = heapq.merge(*(_part_rows(p) for p in paths[start:start + fan_in]), key=_audit_key)
+                stream = heapq.merge(*(_part_rows(p) for p in paths[start:start + fan_in]), key=audit_key)
                 for batch in _batched(stream, 4096):
                     writer.write_table(to_arrow(batch, schema))
             merged.append(out)
         paths, level = merged, level + 1
-    yield from heapq.merge(sorted(rows, key=_audit_key), *(_part_rows(p) for p in paths), key=_audit_key)
+    yield from heapq.merge(sorted(rows, key=audit_key), *(_part_rows(p) for p in paths), key=audit_key)
 
 
 def _counting(pieces: Iterable, verdicts: Counter, editions: Counter, judged: Counter) -> Iterator:

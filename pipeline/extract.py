@@ -41,13 +41,14 @@ class Extractor:
                 yield doc, (note_id, text)
 
         for doc, (note_id, text) in self.nlp.pipe(docs(), as_tuples=True, batch_size=batch_size):
-            yield self._result(doc, note_id, text)
+            yield self.result(doc, note_id, text)
 
     def doc(self, text: str):
         """The processed spaCy `Doc` of the whole text (for notebooks and visualisation)."""
         return self.nlp(text)
 
     @staticmethod
-    def _result(doc, note_id: str, text: str) -> NoteResult:
+    def result(doc, note_id: str, text: str) -> NoteResult:
+        """The findings and summary of a processed `Doc` of `text` (from `pipe` or `doc`)."""
         findings = tuple(findings_from_doc(doc, note_id))
         return NoteResult(note_id, findings, summarise(note_id, text, list(findings)))
