@@ -198,13 +198,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import ReportError, write_report
+    from .report import write_report
 
-    try:
-        path, summary = write_report(args.dir, out=args.out, no_text=args.no_text, rules_dir=args.rules)
-    except ReportError as err:
-        print(f"lbp-audit: error: {err}", file=sys.stderr)
-        return 2
+    path, summary = write_report(args.dir, out=args.out, no_text=args.no_text, rules_dir=args.rules)
     print(f"report: {path}")
     print(summary)
     return 0

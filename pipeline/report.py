@@ -25,6 +25,7 @@ import pandas as pd
 from . import __version__
 from .audit import NEEDS_IMAGING, VERDICTS, parse_date
 from .labels import LABELS
+from .tables import InputError
 from .orders import MODALITY_OF
 
 # Verdicts of a lumbar order matched to an in-scope note (the denominator of concordance and overuse).
@@ -89,8 +90,9 @@ LIMITS = (
 )
 
 
-class ReportError(ValueError):
-    """The folder is not a finished run, or its tables cannot be read (one line, never note text)."""
+class ReportError(InputError):
+    """The folder is not a finished run, or its tables cannot be read (one line, never note text): the
+    command line reports it as it reports any unreadable input."""
 
 
 # ---------------------------------------------------------------- statistics
