@@ -9,9 +9,9 @@ from dataclasses import dataclass, fields
 
 from spacy.tokens import Doc, Span
 
-from .labels import CONTEXT_ASSERTIONS
+from .labels import CONTEXT_ASSERTIONS, SECTION_ASSERTIONS
 from .literals import with_first_characters
-from .sections import COPIED, section_assertion, section_at
+from .sections import COPIED, section_at
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
             assertion, cue, cue_id = "negated", text[start:end], meta["id"]
         else:
             assertion, cue, cue_id = _context_assertion(ent)
-        by_section = section_assertion(section_name)
+        by_section = SECTION_ASSERTIONS.get(section_name)
         if by_section == "historical":
             # "PMH: breast CA"; a negation there stays a negation. In text copied from an earlier note a
             # suspicion ("concern for epidural abscess") is that visit's too.

@@ -61,4 +61,5 @@ SECTION_ASSERTIONS = {
     "pmh": "historical",
     "psh": "historical",
     "instructions": "hypothetical",
+    "copied": "historical",  # text copied forward from an earlier note describes that visit
 }

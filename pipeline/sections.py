@@ -13,7 +13,6 @@ import bisect
 import re
 from dataclasses import dataclass
 
-from .labels import SECTION_ASSERTIONS
 from .rules import SectionRule
 
 # A header counts at the start of the text, of a line (after bullets/spaces), or after a sentence end.
@@ -23,11 +22,6 @@ _SPACE = re.compile(r"\s*")
 
 COPIED = "copied"           # text copied forward from an earlier note: it describes that visit
 COPIED_END = "copied_end"   # the end marker of a copied block
-
-
-def section_assertion(category: str | None) -> str | None:
-    """The assertion a section gives what it contains (historical for past history and copied text)."""
-    return "historical" if category == COPIED else SECTION_ASSERTIONS.get(category)
 
 
 @dataclass(frozen=True)
