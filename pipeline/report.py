@@ -25,7 +25,7 @@ import pandas as pd
 from . import __version__
 from .audit import NEEDS_IMAGING, VERDICTS, parse_date
 from .labels import LABELS
-from .tables import InputError
+from .tables import InputError, private_files, write_text
 from .orders import MODALITY_OF
 
 # Verdicts of a lumbar order matched to an in-scope note (the denominator of concordance and overuse).
@@ -650,23 +650,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, no_text: bo
     report = build(run, rules_dir)
     page = render(report)
     path = Path(out) if out else run.dir / "report.html"
-    try:  # as run makes its --out folder: owner-only unless the umask is stricter
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:  # as run writes: the folder (made if missing) and the file readable by the owner only
+        with private_files():
+            write_text(page, path)
     except OSError as err:
-        raise ReportError(f"{path.parent}: cannot create the folder ({err.strerror})") from None
-    _write_private(page, path)
+        raise ReportError(f"{err.filename or path}: cannot be written ({err.strerror})") from None
     return path, summary_line(report)
-
-
-def _write_private(text: str, path: Path) -> None:
-    """Written under a temporary name created readable by the owner only, then renamed."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- plots (matplotlib, Agg canvas, no pyplot)

@@ -154,8 +154,14 @@ def private_files(private: bool = True) -> Iterator[None]:
 
 def write_json(data: dict, path: Path) -> Path:
     """`data` as indented JSON, atomically (a reader never sees half a file)."""
+    return write_text(json.dumps(data, indent=2, default=str) + "\n", path)
+
+
+def write_text(text: str, path: Path) -> Path:
+    """`text` as a UTF-8 file, atomically: written under a temporary name in the same folder (made if
+    missing), then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
