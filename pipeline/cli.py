@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import types
 from pathlib import Path
 
 from . import __version__
@@ -304,11 +306,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        if args.command in ("run", "explain", "evaluate"):  # they build the pipeline: a faster start-up
-            from .nlp import import_medspacy
-
-            import_medspacy(without_quickumls=True)
-        return args.func(args)
+        with _without_quickumls():
+            return args.func(args)
     except Exception as err:  # a clear one-line error; never note text
         from .corpus import CorpusError
         from .rules import RuleError
@@ -326,6 +325,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lbp-audit: internal error: {_where(err)}; its message is not shown, as it may quote note text "
               f"(run again with --debug to see the traceback)", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _without_quickumls():
+    """While a command runs, `import quickumls` gives an empty placeholder: medspaCy imports QuickUMLS only to
+    register a component this tool never adds, and that import (nltk, scipy.stats) was a third of the
+    start-up. The command line owns its process; afterwards the placeholders leave `sys.modules`, so a
+    later `import quickumls` gets the real package. Nothing is imported here: an error before the
+    pipeline is built costs nothing more."""
+    if "quickumls" in sys.modules or "medspacy" in sys.modules:
+        yield
+        return
+    component = types.ModuleType("quickumls.spacy_component")
+    placeholder = types.ModuleType("quickumls")
+    placeholder.spacy_component = component
+    sys.modules.update({"quickumls": placeholder, "quickumls.spacy_component": component})
+    try:
+        yield
+    finally:
+        for name, module in (("quickumls", placeholder), ("quickumls.spacy_component", component)):
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
 
 
 def _where(err: BaseException) -> str:

@@ -10,8 +10,6 @@ from typing import Optional, Union
 
 import bisect
 import re
-import sys
-import types
 import warnings
 from itertools import product
 from pathlib import Path
@@ -376,25 +374,6 @@ def _spell_out(pattern: list[dict]) -> list[tuple[str, ...]] | None:
     sequences = {tuple(w for w in combo if w is not None) for combo in product(*options)}
     sequences.discard(())
     return sorted(sequences) if sequences else None
-
-
-def import_medspacy(without_quickumls: bool = False):
-    """Import medspaCy's target matcher and ConText (see `_import_medspacy`). `without_quickumls`: medspaCy
-    imports QuickUMLS only to register a component this tool never adds, and that import (nltk, scipy.stats)
-    is a third of the command's start-up; the command line, which owns its process, asks to skip it. The
-    placeholder modules leave `sys.modules` afterwards, so a later `import quickumls` gets the real package."""
-    if not without_quickumls or "medspacy" in sys.modules or "quickumls" in sys.modules:
-        return _import_medspacy()
-    component = types.ModuleType("quickumls.spacy_component")
-    placeholder = types.ModuleType("quickumls")
-    placeholder.spacy_component = component
-    sys.modules.update({"quickumls": placeholder, "quickumls.spacy_component": component})
-    try:
-        return _import_medspacy()
-    finally:
-        for name, module in (("quickumls", placeholder), ("quickumls.spacy_component", component)):
-            if sys.modules.get(name) is module:
-                del sys.modules[name]
 
 
 def _import_medspacy():
