@@ -75,8 +75,8 @@ class Order:
     @classmethod
     def from_record(cls, record: Mapping) -> "Order":
         cpt = record.get("cpt")
-        if isinstance(cpt, float) and cpt == cpt:
-            cpt = str(int(cpt))  # a CSV reader's 72148.0
+        if isinstance(cpt, float) and cpt.is_integer():
+            cpt = str(int(cpt))  # a CSV reader's 72148.0 (not NaN or infinity: those stay as they are)
         order_date = parse_date(record.get("order_date"))
         return cls(order_id=str(record["order_id"]), description=_shared(record.get("description")),
                    cpt=_shared(cpt), note_id=text_or_none(record.get("note_id")),
