@@ -136,28 +136,34 @@ def entities(doc: Doc):
     return spans if spans is not None else doc.ents
 
 
-def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
-    """One `Finding` per (matched target, label), with assertion, laterality, progression and section."""
-    findings = []
-    window = doc.user_data.get("lbp_window")
-    sections = window.sections if window else doc._.lbp_sections
-    text = window.text if window else doc.text
+def target_mentions(doc: Doc) -> list[tuple]:
+    """What the spaCy pipeline says of each matched target, in the doc's offsets: (start, end, target
+    rule, ConText's (assertion, cue, cue rule id), or None for a rule that names a normal finding).
+    Everything else about a finding comes from the note (`make_findings`)."""
+    mentions = []
     for ent in entities(doc):
-        meta = ent._.target_rule.metadata
-        polarity = meta.get("polarity", "positive")
+        rule = ent._.target_rule
+        polarity = rule.metadata.get("polarity", "positive")
         if polarity == "mask":
             continue
-        if window:  # offsets in the note, not in the window's text
-            start, end = window.to_note_span(ent.start_char, ent.end_char)
-            sent_start, sent_end = window.sentence_at(start)
-        else:
-            start, end, sent_start, sent_end = ent.start_char, ent.end_char, ent.sent.start_char, ent.sent.end_char
+        context = None if polarity == "normal" else _context_assertion(ent)
+        mentions.append((ent.start_char, ent.end_char, rule, context))
+    return mentions
+
+
+def make_findings(note_id: str, text: str, sections, mentions) -> list[Finding]:
+    """One `Finding` per (mention, label), with assertion, laterality, progression and section.
+    `mentions`: (start, end, sentence start, sentence end, target rule, ConText's assertion or None)
+    in the note's offsets."""
+    findings = []
+    for start, end, sent_start, sent_end, rule, context in mentions:
+        meta = rule.metadata
         section = section_at(sections, start)
         section_name = section.category if section else None
-        if polarity == "normal":
+        if context is None:  # a normal finding ("DF 5/5"): the words are the cue
             assertion, cue, cue_id = "negated", text[start:end], meta["id"]
         else:
-            assertion, cue, cue_id = _context_assertion(ent)
+            assertion, cue, cue_id = context
         by_section = SECTION_ASSERTIONS.get(section_name)
         if by_section == "historical":
             # "PMH: breast CA"; a negation there stays a negation. In text copied from an earlier note a
@@ -167,7 +173,7 @@ def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
         elif by_section:  # family history, patient instructions: whatever the wording
             assertion, cue, cue_id = by_section, section_name, section.rule_id
         labels = meta.get("negated_labels") if assertion == "negated" and "negated_labels" in meta \
-            else meta.get("labels", [ent.label_])
+            else meta.get("labels", [rule.category])
         if not labels:
             continue
         side = laterality(text, start, end, sent_start, sent_end)
@@ -179,3 +185,20 @@ def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
                 rule_id=meta["id"], cue=cue, cue_rule_id=cue_id,
             ))
     return findings
+
+
+def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
+    """The findings of a processed `Doc` (of a whole note, or of a note's window)."""
+    window = doc.user_data.get("lbp_window")
+    mentions = []
+    for start, end, rule, context in target_mentions(doc):
+        if window:  # offsets in the note, not in the window's text
+            start, end = window.to_note_span(start, end)
+            sent_start, sent_end = window.sentence_at(start)
+        else:
+            sent = doc.char_span(start, end, alignment_mode="expand").sent
+            sent_start, sent_end = sent.start_char, sent.end_char
+        mentions.append((start, end, sent_start, sent_end, rule, context))
+    if window:
+        return make_findings(note_id, window.text, window.sections, mentions)
+    return make_findings(note_id, doc.text, doc._.lbp_sections, mentions)

@@ -308,3 +308,26 @@ def _first_of(op, av) -> tuple[set[str] | None, bool]:
 
 def _escape(char: str) -> str:
     return "\\" + char if char in "\\]^-[" else char
+
+
+def lookbehind_width(pattern: str, flags: int = 0) -> int:
+    """How many characters before a match position the regex's look-behinds can read (0 if none)."""
+    return _lookbehind_width(sre_parse.parse(pattern, flags))
+
+
+def _lookbehind_width(parsed) -> int:
+    width = 0
+    for op, av in parsed:
+        if op in (C.ASSERT, C.ASSERT_NOT):
+            direction, sub = av
+            # a look-behind inside a look-behind reads further back still
+            width = max(width, (sub.getwidth()[1] if direction < 0 else 0) + _lookbehind_width(sub))
+        elif op is C.SUBPATTERN:
+            width = max(width, _lookbehind_width(av[-1]))
+        elif op is C.BRANCH:
+            width = max([width, *(_lookbehind_width(branch) for branch in av[1])])
+        elif op in (C.MAX_REPEAT, C.MIN_REPEAT) or op.name == "POSSESSIVE_REPEAT":
+            width = max(width, _lookbehind_width(av[2]))
+        elif op.name == "ATOMIC_GROUP":
+            width = max(width, _lookbehind_width(av))
+    return width

@@ -20,6 +20,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 
 from .findings import entities
+from .literals import lookbehind_width
 from .rules import RuleSet, load_rules
 from .sections import find_sections
 from .sentences import sentence_starts, set_sentence_starts
@@ -143,9 +144,10 @@ def _faster_regex_matching(component) -> None:
             window = doc.user_data.get("lbp_window")
             text = window.reduced if window is not None else doc.text_with_ws  # `doc.text` joins every token
             sentences = list(window.kept_starts) if window is not None else [0]
+            ranges = window.ranges if window is not None else None
             edges = _TokenEdges(doc)
             matches = []
-            for index, found in gated.matches(text, sentences):
+            for index, found in gated.matches(text, sentences, ranges=ranges):
                 match_id = keys[index]
                 first, last = edges.span(found.start(), found.end())
                 if first < last:
@@ -417,7 +419,10 @@ def build(rules: Optional[RuleSet] = None, rules_dir: Union[str, Path, None] = N
     context_rules = [_context_rule(ConTextRule, r) for r in ruleset.context_rules]
     context.add(context_rules)
     if fast:
-        _medspacy_matcher(context)._MedspacyMatcher__regex_matcher.gate()  # before any fork
+        _, gated = _medspacy_matcher(context)._MedspacyMatcher__regex_matcher.gate()  # before any fork
+        # segments are joined by a blank line no look-behind reads across (`Scanner.window`)
+        widest = max((lookbehind_width(regex.pattern, regex.flags) for regex in gated.regexes), default=0)
+        nlp.get_pipe("lbp_windows").scanner.separator = "\n" * max(2, widest)
         _phrase_token_patterns(context, context_rules, nlp)
         _context_by_sentence(context)
     nlp.meta["lbp_rules_digest"] = ruleset.digest

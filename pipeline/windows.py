@@ -22,29 +22,66 @@ from .sentences import sentence_starts
 CONTEXT_BEFORE = 24  # characters of the sentence before a kept one, for rules that look behind
 
 
-@dataclass(frozen=True)
-class Window:
-    """A note cut down to the sentences the pipeline must see.
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of consecutive sentences that hold a target match, led by the tail of the sentence before
+    it: a part of a note that the spaCy pipeline must see. What the pipeline finds in it depends on
+    `key` alone (`Scanner.window` isolates segments), so the result of one can be reused for the same
+    text elsewhere: template lines, copied-forward blocks, negative reviews of systems."""
+    start: int                              # in the note
+    end: int
+    text: str
+    starts: tuple[int, ...]                 # sentence starts, relative to `start`
+    matches: tuple[tuple[int, int, int], ...]  # (rule_index, start, end) target matches, relative
 
-    `pieces` are (start, end, reduced_start): runs of consecutive kept sentences, in the note's
-    offsets and where each begins in `reduced`. `matches` are (rule_index, start, end) target
-    matches in `reduced` offsets, in rule order."""
+    @property
+    def key(self) -> tuple:
+        return self.text, self.starts, self.matches
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A note's sections, sentences and segments, found on its raw text."""
     text: str
     sections: tuple[Section, ...]
     sentence_starts: tuple[int, ...]
-    kept_starts: tuple[int, ...]          # sentence starts in `reduced` (kept sentences and the tails before them)
+    segments: tuple[Segment, ...]
+
+    def sentence_at(self, char: int) -> tuple[int, int]:
+        """(start, end) of the note's sentence holding offset `char`."""
+        starts = self.sentence_starts
+        return window_span(starts, bisect.bisect_right(starts, char) - 1, len(self.text))
+
+
+@dataclass(frozen=True)
+class Window:
+    """The text a doc is made of: a whole note, or segments of one (`Scanner.window`).
+
+    `pieces` are (start, end, reduced_start): each segment in the note's offsets and where it begins in
+    `reduced`. `kept_starts` are the sentence starts in `reduced`, the separators' included; `ranges`
+    the (start, end) in `reduced` where a regex with no literal to gate it runs. `matches` are
+    (rule_index, start, end) target matches in `reduced` offsets, in rule order."""
+    text: str
+    sections: tuple[Section, ...]
+    sentence_starts: tuple[int, ...]
+    kept_starts: tuple[int, ...]
     pieces: tuple[tuple[int, int, int], ...]
     reduced: str
     matches: tuple[tuple[int, int, int], ...]
+    ranges: tuple[tuple[int, int], ...]
+    segments: tuple[Segment, ...] = ()
     _reduced_starts: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_reduced_starts", tuple(p[2] for p in self.pieces))
 
+    def piece_of(self, start: int) -> int:
+        """The piece a `reduced` offset lies in (or the one before it, in a separator)."""
+        return max(bisect.bisect_right(self._reduced_starts, start) - 1, 0)
+
     def to_note_span(self, start: int, end: int) -> tuple[int, int]:
         """A `reduced` span in the note's offsets, cut at the end of the piece it starts in."""
-        i = bisect.bisect_right(self._reduced_starts, start) - 1
-        piece_start, piece_end, reduced_start = self.pieces[max(i, 0)]
+        piece_start, piece_end, reduced_start = self.pieces[self.piece_of(start)]
         return piece_start + start - reduced_start, min(piece_start + end - reduced_start, piece_end)
 
     def sentence_at(self, char: int) -> tuple[int, int]:
@@ -87,19 +124,22 @@ class GatedRegexes:
             if len(automaton):
                 automaton.make_automaton()
 
-    def matches(self, text: str, windows: list[int], lower: str | None = None,
-                blanked: str | None = None) -> list[tuple[int, re.Match]]:
+    def matches(self, text: str, windows: list[int], lower: str | None = None, blanked: str | None = None,
+                ranges: tuple[tuple[int, int], ...] | None = None) -> list[tuple[int, re.Match]]:
         """(regex index, match) in regex order, then text order. `windows` are the starts of the
-        windows; `lower` and `blanked` (`text.lower()` and `blank(lower)`) when the caller has them."""
+        windows; `lower` and `blanked` (`text.lower()` and `blank(lower)`) when the caller has them;
+        `ranges` where a regex that cannot be gated runs (default: the whole text)."""
         lower = text.lower() if lower is None else lower
         hits: dict[int, set[int]] | None = None
         if len(lower) == len(text) and not UNFOLDABLE.search(text):
             hits = self._hits(lower, blank(lower) if blanked is None else blanked, windows)
         found = []
         length = len(text)
+        ranges = ((0, length),) if ranges is None else ranges
         for index, regex in enumerate(self.regexes):
             if hits is None or self.literals[index] is None:  # literals cannot be trusted, or none
-                found.extend((index, m) for m in regex.finditer(text))
+                for start, end in ranges:
+                    found.extend((index, m) for m in regex.finditer(text, start, end))
                 continue
             search = regex.search
             for w in sorted(hits.get(index, ())):
@@ -150,9 +190,10 @@ class Scanner:
         self.section_rules = list(rules.section_rules)
         self.sections = GatedRegexes([rule.regex for rule in self.section_rules], min_literal=1)
         self.targets = GatedRegexes([(p, re.IGNORECASE) for p in target_patterns])
+        self.separator = "\n\n"  # `nlp.build` widens it to the widest look-behind of the ConText rules
 
-    def prepare(self, text: str, keep_all: bool = False) -> Window:
-        """The note's window: every sentence when `keep_all`, else those holding a target match."""
+    def scan(self, text: str) -> Scan:
+        """Sections, sentences and the segments that hold the target matches."""
         lower = text.lower()
         blanked = blank(lower)
         section_matches = [(self.section_rules[i], m)
@@ -160,43 +201,67 @@ class Scanner:
         sections = tuple(sections_from_matches(text, section_matches))
         starts = sentence_starts(text, [s.start for s in sections])
         found = [(i, m.start(), m.end()) for i, m in self.targets.matches(text, starts, lower, blanked)]
-        if keep_all:
-            kept = list(range(len(starts)))
-        else:
-            hit = set()
-            for _, start, end in found:
-                first = bisect.bisect_right(starts, start) - 1
-                last = bisect.bisect_left(starts, end) - 1
-                hit.update(range(max(first, 0), max(last, first) + 1))
-            kept = sorted(hit)
-        pieces, parts, length, kept_starts = [], [], 0, []
-        for i in kept:
+        hit = set()
+        for _, start, end in found:
+            first = bisect.bisect_right(starts, start) - 1
+            last = bisect.bisect_left(starts, end) - 1
+            hit.update(range(max(first, 0), max(last, first) + 1))
+        runs: list[list[int]] = []  # (lead, end, sentence starts...) of each run of kept sentences
+        for i in sorted(hit):
             start, end = window_span(starts, i, len(text))
-            if pieces and pieces[-1][1] == start:
-                pieces[-1] = (pieces[-1][0], end, pieces[-1][2])
-                kept_starts.append(length)
-            else:
-                # a piece starts with the tail of the sentence before it, as a sentence of its own:
-                # rules look behind into it ("(?<=[.;]\s)ED for", "^[ \t]*-" at a line start)
-                lead = max(starts[i - 1] if i else 0, start - CONTEXT_BEFORE)
-                if parts and not parts[-1][-1:].isspace():
-                    parts.append("\n")
-                    length += 1
-                pieces.append((lead, end, length))
-                if lead < start:
-                    kept_starts.append(length)
-                kept_starts.append(length + start - lead)
-                start = lead
-            parts.append(text[start:end])
-            length += end - start
-        note_starts = [p[0] for p in pieces]
-        matches = []
-        for index, start, end in found:  # into `reduced`: every match lies in one piece
-            piece_start, _, reduced_start = pieces[bisect.bisect_right(note_starts, start) - 1]
-            shift = reduced_start - piece_start
-            matches.append((index, start + shift, end + shift))
-        return Window(text, sections, tuple(starts), tuple(kept_starts), tuple(pieces), "".join(parts),
-                      tuple(matches))
+            if runs and runs[-1][1] == start:
+                runs[-1][1] = end
+                runs[-1].append(start)
+                continue
+            # a segment starts with the tail of the sentence before it, as a sentence of its own: rules
+            # look behind into it ("(?<=[.;]\s)ED for", "^[ \t]*-" at a line start). It never starts
+            # on whitespace, which would join the blank before it into one token (see `window`).
+            lead = max(starts[i - 1] if i else 0, start - CONTEXT_BEFORE)
+            while lead < end - 1 and text[lead].isspace():
+                lead += 1
+            runs.append([lead, end, *([lead] if lead < start else []), max(start, lead)])
+        note_starts = [run[0] for run in runs]
+        matches: list[list[tuple[int, int, int]]] = [[] for _ in runs]
+        for index, start, end in found:  # every match lies in one segment
+            i = bisect.bisect_right(note_starts, start) - 1
+            matches[i].append((index, start - note_starts[i], end - note_starts[i]))
+        segments = tuple(Segment(lead, end, text[lead:end], tuple(s - lead for s in kept), tuple(found_in))
+                         for (lead, end, *kept), found_in in zip(runs, matches))
+        return Scan(text, sections, tuple(starts), segments)
+
+    def window(self, scan: Scan, segments: tuple[Segment, ...] | list[Segment] | None = None) -> Window:
+        """Segments of a note (default: all) as one text, each between two `separator`s.
+
+        The separator is a blank line at least as long as the widest look-behind of the rules that run
+        on the doc, and a sentence of its own: no token, regex window or match joins two segments, so a
+        segment gives the same findings whatever segments are around it (tests/test_nlp.py)."""
+        segments = scan.segments if segments is None else tuple(segments)
+        separator = self.separator
+        parts, pieces, kept, ranges, matches = [separator], [], [0], [], []
+        length = len(separator)
+        for segment in segments:
+            pieces.append((segment.start, segment.end, length))
+            kept.extend(length + s for s in segment.starts)
+            matches.extend((index, length + start, length + end) for index, start, end in segment.matches)
+            parts.append(segment.text)
+            length += len(segment.text)
+            kept.append(length)
+            ranges.append((pieces[-1][2], length + len(separator)))
+            parts.append(separator)
+            length += len(separator)
+        matches.sort(key=lambda m: m[0])  # rule order, then text order (the sort is stable)
+        return Window(scan.text, scan.sections, scan.sentence_starts, tuple(kept), tuple(pieces),
+                      "".join(parts), tuple(matches), tuple(ranges), segments)
+
+    def prepare(self, text: str, keep_all: bool = False) -> Window:
+        """The note's window: every sentence of the text as it is when `keep_all`, else its segments."""
+        scan = self.scan(text)
+        if not keep_all:
+            return self.window(scan)
+        matches = tuple(sorted(((i, seg.start + s, seg.start + e) for seg in scan.segments for i, s, e in seg.matches),
+                               key=lambda m: m[0]))
+        return Window(text, scan.sections, scan.sentence_starts, scan.sentence_starts, ((0, len(text), 0),), text,
+                      matches, ((0, len(text)),))
 
 
 def _line_starts(text: str) -> list[int]:

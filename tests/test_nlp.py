@@ -91,3 +91,61 @@ def test_nlp_first_character_lookahead_finds_the_same_matches(rules, corpus_text
         faster += quick.pattern != regex.pattern
         assert [m.span() for m in quick.finditer(text)] == [m.span() for m in regex.finditer(text)], pattern
     assert faster > len(patterns) // 2
+
+
+# ---------------------------------------------------------------- segments and their cache
+
+
+def _segment_mentions(extractor, scan, segments):
+    """What the pipeline finds in each of `segments`, run together in one doc."""
+    from pipeline.extract import mentions_by_segment
+
+    window = extractor.nlp.get_pipe("lbp_windows").scanner.window(scan, segments)
+    doc = extractor.nlp.make_doc(window.reduced)
+    doc.user_data["lbp_window"] = window
+    return mentions_by_segment(extractor.nlp(doc))
+
+
+def test_nlp_a_segment_gives_the_same_mentions_alone_or_among_others(extractor):
+    """The segment cache is sound only if a segment's findings do not depend on its neighbours: every
+    segment of every corpus note, run alone, with all the note's segments, and in reverse order."""
+    scanner = extractor.nlp.get_pipe("lbp_windows").scanner
+    checked = 0
+    for note in load_corpus():
+        scan = scanner.scan(note.text)
+        segments = list(scan.segments)
+        together = _segment_mentions(extractor, scan, segments)
+        backwards = _segment_mentions(extractor, scan, segments[::-1])[::-1]
+        alone = [_segment_mentions(extractor, scan, [segment])[0] for segment in segments]
+        assert together == alone == backwards, note.note_id
+        checked += sum(map(len, alone))
+    assert checked > 2000
+
+
+def test_nlp_the_segment_cache_changes_no_finding(rules, extractor):
+    """Notes whose segments were seen before (the same note again, a note later in the run sharing a
+    template) give exactly what a pipeline with no cache gives."""
+    from pipeline.extract import Extractor
+
+    uncached = Extractor(rules=rules, cache_size=0)
+    notes = [(n.note_id, n.text) for n in load_corpus()]
+    expected = {r.note_id: (r.findings, r.summary) for r in uncached.pipe(notes)}
+    assert uncached.cache.hits == 0
+    cached = Extractor(rules=rules)
+    mixed = notes + notes[::-1] + [(f"{a[0]}+{b[0]}", a[1] + "\n\n" + b[1]) for a, b in zip(notes, notes[1:])]
+    results = list(cached.pipe(mixed, batch_size=16))
+    assert cached.cache.hits > len(notes)
+    for result in results:
+        if "+" in result.note_id:
+            assert result.findings == tuple(uncached.extract(*next(
+                (text, note_id) for note_id, text in mixed if note_id == result.note_id)).findings)
+        else:
+            assert (result.findings, result.summary) == expected[result.note_id]
+
+
+def test_nlp_the_segment_cache_keeps_at_most_its_size(rules):
+    from pipeline.extract import Extractor
+
+    small = Extractor(rules=rules, cache_size=10)
+    list(small.pipe((n.note_id, n.text) for n in load_corpus()))
+    assert len(small.cache) == 10 and small.cache.misses > 10

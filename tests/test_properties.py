@@ -1,6 +1,7 @@
 """Properties that hold for any input (hypothesis), and the run's determinism and provenance.
 
 - extraction never crashes on any Unicode text, and every finding's offsets index the original text;
+- a segment of a note gives the same findings whatever segments are processed with it (its cache);
 - the order normaliser never crashes and always gives a procedure code of the contract, with a reason
   when it is OTHER;
 - the same input gives byte-identical tables, run twice or on 1 or 2 processes;
@@ -82,6 +83,26 @@ def test_properties_a_note_gives_the_same_findings_alone_or_in_a_batch(extractor
     batch = list(extractor.pipe((str(i), text) for i, text in enumerate(texts)))
     alone = [extractor.extract(text, note_id=str(i)) for i, text in enumerate(texts)]
     assert [(r.findings, r.summary) for r in batch] == [(r.findings, r.summary) for r in alone]
+
+
+@settings(max_examples=150, **_SETTINGS)
+@given(texts=st.lists(st.one_of(clinical_texts, mixed_texts), min_size=1, max_size=3))
+def test_properties_a_segment_gives_the_same_mentions_whatever_is_around_it(extractor, texts):
+    """What lets the extractor reuse a segment's findings (its cache): each segment of any text, run
+    alone, gives what it gives run with the other segments of the note and of other notes."""
+    from pipeline.extract import mentions_by_segment
+
+    scanner = extractor.nlp.get_pipe("lbp_windows").scanner
+    scans = [scanner.scan(text) for text in texts]
+
+    def run(segments):
+        window = scanner.window(scans[0], segments)  # the scan gives only the note's text and sections
+        doc = extractor.nlp.make_doc(window.reduced)
+        doc.user_data["lbp_window"] = window
+        return mentions_by_segment(extractor.nlp(doc))
+
+    segments = [segment for scan in scans for segment in scan.segments]
+    assert run(segments) == [run([segment])[0] for segment in segments] == run(segments[::-1])[::-1]
 
 
 # ---------------------------------------------------------------- the order normaliser
