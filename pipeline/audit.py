@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from .orders import PRIORITIES, OrderRules, Procedure, normalise, normalise_priority, same_modality
 from .scenarios import RATED, URGENCIES, Edition, Recommendation, advisories, choose_edition, recommend
@@ -216,9 +216,9 @@ def _in_window(order: Order, note: NoteRef, window_days: int) -> bool:
         0 <= (order.order_date - note.note_date).days <= window_days
 
 
-def _choose(order: Order, by_id: NoteRef | None, encounter: NoteRef | None, window: NoteRef | None,
-            window_days: int) -> tuple[NoteRef | None, str]:
-    """(note, how it matched) from an order's candidates in rule order, or (None, why none matched)."""
+def _choose(order: Order, by_id, encounter, window, window_days: int) -> tuple:
+    """(note, how it matched) from an order's candidates in rule order (notes, or handles of notes), or
+    (None, why none matched)."""
     reasons = []
     if order.note_id:
         if by_id is not None:
@@ -430,9 +430,12 @@ class OrderMatcher:
 
     Per order it keeps only its best candidate note for each matching rule (note_id; the encounter's
     latest; the patient's latest in the window, latest by (note_date, seq) as `match_orders` decides),
-    and the missed_imaging row of each offered note that needs imaging until `finish()` knows whether a
-    lumbar order matched it. Memory grows with the orders and those notes, not with every note offered:
-    a batch offers only the notes some order can link to (`keys.links(note)`).
+    and the notes that need imaging until the end knows whether a lumbar order matched them. A batch
+    offers only the notes some order can link to (`keys.links(note)`).
+
+    Offered with a `handle` (where the note can be read again), a note is kept as that handle alone,
+    and `rows(load)` reads back only the notes it chose: memory then grows with the orders, not with
+    the notes (`lbp-audit run`, whose handles point into the chunks' parts on disk).
     """
 
     def __init__(self, orders: Iterable[Order], editions: Sequence[Edition], order_rules: OrderRules,
@@ -451,48 +454,73 @@ class OrderMatcher:
                 if key:
                     index.setdefault(key, []).append(i)
         n = len(self.orders)
-        self._by_id: list[NoteRef | None] = [None] * n
-        self._encounter: list[NoteRef | None] = [None] * n
-        self._window: list[NoteRef | None] = [None] * n
-        self._missed: dict[str, tuple[int, dict]] = {}
+        # per order and rule: (how recent, the note or its handle)
+        self._by_id: list[tuple | None] = [None] * n
+        self._encounter: list[tuple | None] = [None] * n
+        self._window: list[tuple | None] = [None] * n
+        self._missed: dict[str, tuple] = {}  # note_id: (seq, its missed_imaging row, or its handle)
+        self.unmatched: list[dict] = []
 
-    def offer(self, note: NoteRef) -> None:
-        """Consider one note for every order it could match."""
+    def offer(self, note: NoteRef, handle=None) -> None:
+        """Consider one note for every order it could match; keep `handle` for it rather than the note."""
+        kept = note if handle is None else handle
         for i in self._by_note.get(note.note_id, ()):
             current = self._by_id[i]
-            if current is None or note.seq > current.seq:  # as a dict by note_id: the later note wins
-                self._by_id[i] = note
+            if current is None or note.seq > current[0]:  # as a dict by note_id: the later note wins
+                self._by_id[i] = (note.seq, kept)
+        recency = _recency(note)
         for i in self._by_encounter.get(note.encounter_id, ()) if note.encounter_id else ():
             if _same_patient(self.orders[i], note):
                 current = self._encounter[i]
-                if current is None or _recency(note) > _recency(current):
-                    self._encounter[i] = note
+                if current is None or recency > current[0]:
+                    self._encounter[i] = (recency, kept)
         for i in self._by_patient.get(note.patient_id, ()) if note.patient_id else ():
             if _in_window(self.orders[i], note, self.window_days):
                 current = self._window[i]
-                if current is None or _recency(note) > _recency(current):
-                    self._window[i] = note
+                if current is None or recency > current[0]:
+                    self._window[i] = (recency, kept)
         row = _missed_row_if_needed(note, self.editions, self.forced_edition, self.parameters)
         if row is not None:
-            self._missed[note.note_id] = (note.seq, row)
+            self._missed[note.note_id] = (note.seq, row if handle is None else handle)
 
     def finish(self) -> tuple[list[dict], list[dict]]:
-        """The verdict rows and unmatched-order rows `audit()` gives for the notes offered. Once: the
-        candidate notes are let go as their orders' rows are made."""
-        rows: list[dict] = []
-        unmatched: list[dict] = []
-        imaged: set[str] = set()
+        """The verdict rows and unmatched-order rows `audit()` gives for the notes offered (without handles)."""
+        return list(self.rows()), self.unmatched
+
+    def rows(self, load: Callable[[list], Iterator[tuple]] | None = None) -> Iterator[dict]:
+        """The verdict rows, once: each order's row, then the missed_imaging rows of notes no lumbar order
+        matched; `unmatched` holds the unmatched-order rows after. `load(handles)` gives (handle, NoteRef)
+        for notes offered with handles, in any order. Candidates are let go as the orders are decided."""
+        decided = []  # (order index, the chosen note or its handle, how it matched)
+        self.unmatched = []
         for i, order in enumerate(self.orders):
-            note, how = _choose(order, self._by_id[i], self._encounter[i], self._window[i], self.window_days)
-            self._by_id[i] = self._encounter[i] = self._window[i] = None  # the row replaces the candidates
+            note, how = _choose(order, *(c[1] if c is not None else None
+                                         for c in (self._by_id[i], self._encounter[i], self._window[i])),
+                                self.window_days)
+            self._by_id[i] = self._encounter[i] = self._window[i] = None
             if note is None:
-                unmatched.append({"order_id": order.order_id, "reason": how})
-                continue
-            row, lumbar = _order_row(order, note, how, self.editions, self.order_rules, self.forced_edition,
-                                     self.parameters)
+                self.unmatched.append({"order_id": order.order_id, "reason": how})
+            else:
+                decided.append((i, note, how))
+        judged: Iterable[tuple] = decided
+        if load is not None:  # each chosen note read once, however many orders chose it
+            waiting: dict = {}
+            for i, handle, how in decided:
+                waiting.setdefault(handle, []).append((i, how))
+            decided = []
+            judged = ((i, note, how) for handle, note in load(list(waiting)) for i, how in waiting.pop(handle))
+        imaged: set[str] = set()
+        for i, note, how in judged:
+            row, lumbar = _order_row(self.orders[i], note, how, self.editions, self.order_rules,
+                                     self.forced_edition, self.parameters)
             if lumbar:
                 imaged.add(note.note_id)
-            rows.append({k: row.get(k) for k in AUDIT_FIELDS})
-        rows += [{k: row.get(k) for k in AUDIT_FIELDS}
-                 for _, row in sorted(self._missed.values(), key=lambda kv: kv[0]) if row["note_id"] not in imaged]
-        return rows, unmatched
+            yield {k: row.get(k) for k in AUDIT_FIELDS}
+        missed = [kept for _, kept in sorted(self._missed.values(), key=lambda kv: kv[0])]
+        self._missed = {}
+        if load is not None:
+            missed = (_missed_row_if_needed(note, self.editions, self.forced_edition, self.parameters)
+                      for _, note in load(missed))
+        for row in missed:
+            if row["note_id"] not in imaged:
+                yield {k: row.get(k) for k in AUDIT_FIELDS}

@@ -20,6 +20,7 @@ import resource
 import shutil
 import sys
 import time
+from array import array
 from collections import Counter, deque
 from dataclasses import dataclass, field, fields
 from functools import lru_cache, wraps
@@ -110,12 +111,48 @@ def check_note(record: dict, row: int, repeated: Callable[[str], bool]) -> tuple
     return {**record, "note_id": note_id, "text": text}, None
 
 
+class HashSet:
+    """8-byte hashes in an open-addressing table (linear probing) of unsigned 64-bit integers: 12 to 24
+    bytes an entry where a set of Python ints takes about 60. `add` says whether the hash was new."""
+
+    def __init__(self, capacity: int = 1 << 12):
+        self._table = array("Q", bytes(8 * capacity))
+        self._count = 0
+
+    def add(self, key: int) -> bool:
+        key = key or 1  # 0 marks an empty slot
+        table = self._table
+        mask = len(table) - 1
+        i = key & mask
+        while True:
+            current = table[i]
+            if current == key:
+                return False
+            if not current:
+                break
+            i = (i + 1) & mask
+        table[i] = key
+        self._count += 1
+        if 3 * self._count > 2 * len(table):
+            self._grow()
+        return True
+
+    def _grow(self) -> None:
+        old, self._table, self._count = self._table, array("Q", bytes(16 * len(self._table))), 0
+        for key in old:
+            if key:
+                self.add(key)
+
+    def __len__(self) -> int:
+        return self._count
+
+
 class NoteValidator:
     """Checks records one by one with `check_note`, remembering an 8-byte hash of each id seen (not the id).
     `check` returns (note, None) or (None, error row)."""
 
     def __init__(self):
-        self._seen: set[int] = set()
+        self._seen = HashSet()
         self.rows = 0
 
     def check(self, record: dict) -> tuple[dict | None, dict | None]:
@@ -124,10 +161,7 @@ class NoteValidator:
 
     def _repeated(self, note_id: str) -> bool:
         key = int.from_bytes(hashlib.blake2b(note_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-        if key in self._seen:
-            return True
-        self._seen.add(key)
-        return False
+        return not self._seen.add(key)
 
 
 @dataclass
@@ -329,6 +363,16 @@ class Parts:
             refs = next(read_parts([self.part("refs", index)])).column("ref").to_pylist()
             done["refs"] = [json.loads(ref) for ref in refs]
         return done
+
+    def notes_at(self, handles: list[tuple[int, int]]) -> Iterator[tuple[tuple[int, int], NoteRef]]:
+        """(handle, NoteRef) for (chunk, position) handles into the chunks' refs parts, a part at a time."""
+        by_chunk: dict[int, list[tuple[int, int]]] = {}
+        for handle in handles:
+            by_chunk.setdefault(handle[0], []).append(handle)
+        for chunk in sorted(by_chunk):
+            refs = next(read_parts([self.part("refs", chunk)])).column("ref")
+            for handle in by_chunk.pop(chunk):
+                yield handle, NoteRef.from_json(json.loads(refs[handle[1]].as_py()))
 
     def save_done(self, done: dict) -> None:
         """A chunk's done marker (written last: a marker means every part is there), its refs as a part."""
@@ -636,9 +680,9 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
             state["worker_rss"] = max(state["worker_rss"], done.get("peak_rss_mb") or 0)
             state["worker_seconds"] += done.get("seconds") or 0
             counts["extracted"] += done["counts"]["notes"] + done["counts"]["errors"]
-        if matcher is not None:
-            for ref in done["refs"]:
-                matcher.offer(NoteRef.from_json(ref))
+        if matcher is not None:  # kept as where to read it again: its chunk's refs part, its row there
+            for position, ref in enumerate(done["refs"]):
+                matcher.offer(NoteRef.from_json(ref), (done["chunk"], position))
         bar.set(counts["notes"] + counts["errors"])
 
     read_clock = [0.0]
@@ -738,11 +782,11 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     judged: Counter = Counter()
     if matcher is not None:
         clock = time.perf_counter()
-        rows, unmatched = matcher.finish()
-        missed = [parts.part("missed", i) for i in range(n_chunks)]
-        unmatched_rows = order_problems + unmatched
+        runs = _sorted_runs(matcher.rows(load=parts.notes_at), parts.root / "judged", schemas["audit"])
+        missed = [parts.part("missed", i) for i in range(n_chunks)] + runs
+        unmatched_rows = order_problems + matcher.unmatched
         tables["audit"] = lambda: (to_arrow(batch, schemas["audit"]) for batch in _batched(
-            _merge_sorted(rows, missed, parts.root / "merge", schemas["audit"]), 4096))
+            _merge_sorted([], missed, parts.root / "merge", schemas["audit"]), 4096))
         tables["unmatched_orders"] = lambda: [to_arrow(unmatched_rows, schemas["unmatched_orders"])]
         timings["audit"] = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -945,6 +989,19 @@ def _part_rows(path: Path) -> Iterator[dict]:
     for batch in parquet.iter_batches(batch_size=256, use_threads=False):
         yield from batch.to_pylist()
     parquet.close()
+
+
+def _sorted_runs(rows: Iterable[dict], folder: Path, schema, size: int = 8192) -> list[Path]:
+    """`rows` written as files of at most `size` rows, each sorted by (note_id, order_id): what
+    `_merge_sorted` merges, without holding every row at once."""
+    import pyarrow.parquet as pq
+
+    paths = []
+    for batch in _batched(rows, size):
+        folder.mkdir(parents=True, exist_ok=True)
+        paths.append(folder / f"run-{len(paths):06d}.parquet")
+        pq.write_table(to_arrow(sorted(batch, key=audit_key), schema), paths[-1])
+    return paths
 
 
 def _merge_sorted(rows: list[dict], paths: list[Path], tmp: Path, schema, fan_in: int = 64) -> Iterator[dict]:

@@ -339,6 +339,47 @@ def test_stream_order_matcher_gives_the_rows_of_audit(corpus_refs, rules, shuffl
     assert any(r["verdict"] == "missed_imaging" for r in rows) and unmatched
 
 
+@pytest.mark.parametrize("shuffle", [False, True], ids=["input-order", "shuffled"])
+def test_stream_order_matcher_with_handles_keeps_no_note_and_gives_the_same_rows(corpus_refs, rules, shuffle):
+    """As `lbp-audit run` uses it: each note offered with a handle (where to read it again) is kept as
+    that handle alone, and only the chosen notes are read back, each once."""
+    refs, orders = corpus_refs
+    expected_rows, expected_unmatched = audit(refs, orders, rules.editions, rules.orders)
+    matcher = OrderMatcher(orders, rules.editions, rules.orders)
+    offered = list(enumerate(refs))
+    if shuffle:
+        random.Random(7).shuffle(offered)
+    for position, ref in offered:
+        matcher.offer(ref, ("part", position))
+    kept = [c[1] for c in matcher._by_id + matcher._encounter + matcher._window if c is not None]
+    assert kept and not any(isinstance(k, NoteRef) for k in kept + list(matcher._missed.values()))
+    asked = []
+
+    def load(handles):
+        asked.append(list(handles))
+        return ((handle, refs[handle[1]]) for handle in handles)
+
+    rows = list(matcher.rows(load))
+    key = lambda row: (row["note_id"], row["order_id"])  # noqa: E731  (row order is the caller's)
+    assert sorted(rows, key=key) == sorted(expected_rows, key=key)
+    assert matcher.unmatched == expected_unmatched
+    assert all(len(set(handles)) == len(handles) for handles in asked)
+
+
+def test_stream_duplicate_ids_are_found_among_many_with_a_compact_hash_set():
+    from pipeline.batch import HashSet, NoteValidator
+
+    hashes = HashSet(capacity=8)
+    draw = random.Random(3)
+    keys = [draw.getrandbits(64) for _ in range(5000)] + [0, 1]  # 0 is taken as 1 (0 marks a free slot)
+    assert len(set(keys)) == 5002
+    assert [hashes.add(k) for k in keys].count(True) == 5001 and len(hashes) == 5001
+    assert not any(hashes.add(k) for k in keys)  # every one found again after the table grew
+    validator = NoteValidator()
+    checked = [validator.check({"note_id": f"n{i % 3000}", "text": "back pain"}) for i in range(4000)]
+    assert [error["note_id"] for _, error in checked if error] == [f"n{i}" for i in range(1000)]
+
+
 def test_stream_order_matcher_forgets_notes_no_order_wants(rules):
     order = Order("o1", "MRI L-spine w/o", patient_id="P1", order_date=dt.date(2024, 3, 10))
     matcher = OrderMatcher([order], rules.editions, rules.orders)
