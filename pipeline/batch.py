@@ -453,9 +453,34 @@ def _exit_with_parent(parent: int, every: float = 0.5) -> None:
 
 
 def _work(chunk: Chunk) -> dict:
+    return _process_and_write(chunk, _WORKER["settings"], _WORKER["parts"], _WORKER["schemas"])
+
+
+def _process_and_write(chunk: Chunk, settings: ChunkSettings, parts: Parts, schemas: dict, extractor=None,
+                       on_note: Callable[[], None] | None = None) -> dict:
+    """One chunk processed and its parts written; its rows are then let go, and the heap they took is
+    handed back to the system (glibc keeps freed memory otherwise, and a long run's RSS creeps up)."""
     started = time.perf_counter()
-    output = process_chunk(chunk, _WORKER["settings"])
-    return _WORKER["parts"].write(output, _WORKER["schemas"], time.perf_counter() - started)
+    done = parts.write(process_chunk(chunk, settings, extractor, on_note), schemas, time.perf_counter() - started)
+    _trim_heap()
+    return done
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _trim_heap() -> None:
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _part_schemas(snippets: bool, audit_on: bool) -> dict:
@@ -740,13 +765,12 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
             if done is not None:
                 window.append((done, True))
             elif in_process:
-                t0 = time.perf_counter()
                 if extractor is None:
                     from .extract import Extractor
 
                     extractor = Extractor(rules=rules)  # built only when a chunk needs it
-                output = process_chunk(chunk, settings, extractor, on_note=bar.advance)
-                window.append((parts.write(output, part_schemas, time.perf_counter() - t0), False))
+                window.append((_process_and_write(chunk, settings, parts, part_schemas, extractor, bar.advance),
+                               False))
             else:
                 window.append((pool.submit(_work, chunk), False))
             while len(window) > (2 * workers if pool else 0):
@@ -991,16 +1015,16 @@ def _part_rows(path: Path) -> Iterator[dict]:
     parquet.close()
 
 
-def _sorted_runs(rows: Iterable[dict], folder: Path, schema, size: int = 8192) -> list[Path]:
+def _sorted_runs(rows: Iterable[dict], folder: Path, schema, size: int = 2048) -> list[Path]:
     """`rows` written as files of at most `size` rows, each sorted by (note_id, order_id): what
-    `_merge_sorted` merges, without holding every row at once."""
+    `_merge_sorted` merges (256 rows of each file at a time), without holding every row at once."""
     import pyarrow.parquet as pq
 
     paths = []
     for batch in _batched(rows, size):
         folder.mkdir(parents=True, exist_ok=True)
         paths.append(folder / f"run-{len(paths):06d}.parquet")
-        pq.write_table(to_arrow(sorted(batch, key=audit_key), schema), paths[-1])
+        pq.write_table(to_arrow(sorted(batch, key=audit_key), schema), paths[-1], row_group_size=256)
     return paths
 
 

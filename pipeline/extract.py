@@ -12,7 +12,7 @@ from .nlp import build
 from .rules import RuleSet, load_rules
 from .summary import summarise
 
-SEGMENT_CACHE = 20_000  # segments remembered per process (a few MB)
+SEGMENT_CACHE = 5_000  # segments remembered per process (about 9 MB; more adds little: tests/test_nlp.py)
 
 
 @dataclass(frozen=True)
