@@ -147,9 +147,9 @@ def _faster_regex_matching(component) -> None:
             ranges = window.ranges if window is not None else None
             edges = _TokenEdges(doc)
             matches = []
-            for index, found in gated.matches(text, sentences, ranges=ranges):
+            for index, start, end in gated.matches(text, sentences, ranges=ranges):
                 match_id = keys[index]
-                first, last = edges.span(found.start(), found.end())
+                first, last = edges.span(start, end)
                 if first < last:
                     matches.append((match_id, first, last))
                 on_match = self._callbacks[match_id]

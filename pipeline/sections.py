@@ -35,21 +35,21 @@ class Section:
 
 def find_sections(text: str, rules: list[SectionRule]) -> list[Section]:
     """The note's sections in order; text before the first header belongs to no section."""
-    return sections_from_matches(text, [(rule, match) for rule in rules for match in rule.regex.finditer(text)])
+    return sections_from_matches(text, [(rule, match.start(), match.end())
+                                        for rule in rules for match in rule.regex.finditer(text)])
 
 
 def sections_from_matches(text: str, matches) -> list[Section]:
-    """Sections from the header rules' matches, given as (rule, match) in rule order."""
+    """Sections from the header rules' matches, given as (rule, start, end) in rule order."""
     headers: dict[int, tuple[int, SectionRule]] = {}
-    for rule, match in matches:
-        start = match.start()
-        while start < match.end() and text[start] in " \t\n":
+    for rule, start, end in matches:
+        while start < end and text[start] in " \t\n":
             start += 1
         if not _HEADER_CONTEXT.search(text[max(0, start - 40):start]) and start != 0:
             continue
         previous = headers.get(start)
-        if previous is None or match.end() > previous[0]:
-            headers[start] = (match.end(), rule)
+        if previous is None or end > previous[0]:
+            headers[start] = (end, rule)
     kept: list[tuple[int, int, SectionRule]] = []
     for start in sorted(headers):
         body_start, rule = headers[start]

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import ahocorasick
 
-from .literals import UNFOLDABLE, analyse
+from .literals import UNFOLDABLE, analyse, lookbehind_width
 from .rules import RuleSet
 from .sections import Section, sections_from_matches
 from .sentences import sentence_starts
 
 CONTEXT_BEFORE = 24  # characters of the sentence before a kept one, for rules that look behind
+WINDOW_CACHE = 10_000  # lines (section headers) and sentences (targets) whose matches are remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,35 @@ class Window:
         return window_span(self.sentence_starts, bisect.bisect_right(self.sentence_starts, char) - 1, len(self.text))
 
 
+class Recent:
+    """A bounded mapping that drops the least recently used key first, and counts its hits and misses.
+    Size 0 remembers nothing."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key):
+        found = self._entries.get(key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key, value) -> None:
+        if self.size <= 0:
+            return
+        self._entries[key] = value
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def window_span(starts, i: int, length: int) -> tuple[int, int]:
     """(start, end) of window `i` of a text of `length` characters cut at `starts` (-1: before the first)."""
     return (starts[i] if i >= 0 else 0), (starts[i + 1] if i + 1 < len(starts) else length)
@@ -100,8 +131,9 @@ class GatedRegexes:
     the note with its non-word characters blanked, so a literal that needs a word boundary is looked
     for with a blank on that side ("ca" after a boundary → " ca") and rarely hits inside words."""
 
-    def __init__(self, regexes: list[re.Pattern | tuple[str, int]], min_literal: int = 2):
-        """`regexes`: compiled, or (pattern, flags) to be compiled here (once, with the lookahead)."""
+    def __init__(self, regexes: list[re.Pattern | tuple[str, int]], min_literal: int = 2, window_cache: int = 0):
+        """`regexes`: compiled, or (pattern, flags) to be compiled here (once, with the lookahead);
+        `window_cache`: how many windows' matches to remember."""
         analysed = [analyse(*(r if isinstance(r, tuple) else (r.pattern, r.flags)), min_literal) for r in regexes]
         self.regexes = [regex for regex, _ in analysed]
         self.literals = [literals for _, literals in analysed]
@@ -115,6 +147,10 @@ class GatedRegexes:
                     owners.setdefault((True, word), []).append(index)
                 else:
                     owners.setdefault((False, literal.text), []).append(index)
+        # the matches of recently seen windows (template lines come back note after note): a window's
+        # matches depend on its text and the `behind` characters before it that look-behinds read
+        self.recent = Recent(window_cache)
+        self.behind = max([1, *(lookbehind_width(r.pattern, r.flags) for r in self.regexes)])
         self._entries = []  # (length, blank first, regex indices) per automaton word
         for (blanked, word), indices in owners.items():
             automaton = self.automaton if blanked else self.punctuation
@@ -125,31 +161,40 @@ class GatedRegexes:
                 automaton.make_automaton()
 
     def matches(self, text: str, windows: list[int], lower: str | None = None, blanked: str | None = None,
-                ranges: tuple[tuple[int, int], ...] | None = None) -> list[tuple[int, re.Match]]:
-        """(regex index, match) in regex order, then text order. `windows` are the starts of the
+                ranges: tuple[tuple[int, int], ...] | None = None) -> list[tuple[int, int, int]]:
+        """(regex index, start, end) in regex order, then text order. `windows` are the starts of the
         windows; `lower` and `blanked` (`text.lower()` and `blank(lower)`) when the caller has them;
         `ranges` where a regex that cannot be gated runs (default: the whole text)."""
         lower = text.lower() if lower is None else lower
-        hits: dict[int, set[int]] | None = None
-        if len(lower) == len(text) and not UNFOLDABLE.search(text):
-            hits = self._hits(lower, blank(lower) if blanked is None else blanked, windows)
+        trusted = len(lower) == len(text) and not UNFOLDABLE.search(text)
+        gated = self._gated(lower, blank(lower) if blanked is None else blanked, windows) if trusted else {}
         found = []
         length = len(text)
         ranges = ((0, length),) if ranges is None else ranges
         for index, regex in enumerate(self.regexes):
-            if hits is None or self.literals[index] is None:  # literals cannot be trusted, or none
+            if not trusted or self.literals[index] is None:  # literals cannot be trusted, or none
                 for start, end in ranges:
-                    found.extend((index, m) for m in regex.finditer(text, start, end))
-                continue
-            search = regex.search
-            for w in sorted(hits.get(index, ())):
-                start, end = window_span(windows, w, length)
-                if search(text, start, end) is not None:  # most gated windows hold no match: no iterator
-                    found.extend((index, m) for m in regex.finditer(text, start, end))
+                    found.extend((index, m.start(), m.end()) for m in regex.finditer(text, start, end))
+        recent, behind = self.recent, self.behind
+        for w, indices in gated.items():
+            start, end = window_span(windows, w, length)
+            # what a window holds depends on its text and on what look-behinds see before it alone
+            key = (text[max(0, start - behind):start], text[start:end]) if recent.size else None
+            held = recent.get(key) if key is not None else None
+            if held is None:
+                held = []
+                for index in indices:  # every regex that can match here has a literal here (`_gated`)
+                    regex = self.regexes[index]
+                    if regex.search(text, start, end) is not None:  # most hold no match: no iterator
+                        held.extend((index, m.start() - start, m.end() - start) for m in regex.finditer(text, start, end))
+                held = tuple(held)
+                recent.put(key, held)
+            found.extend((index, start + s, start + e) for index, s, e in held)
+        found.sort(key=lambda m: (m[0], m[1]))
         return found
 
-    def _hits(self, lower: str, blanked: str, windows: list[int]) -> dict[int, set[int]]:
-        """The windows holding a literal of each regex."""
+    def _gated(self, lower: str, blanked: str, windows: list[int]) -> dict[int, set[int]]:
+        """{window: the regexes with a literal in it}, for the windows holding any."""
         pairs = set()
         entries = self._entries
         for automaton, haystack in ((self.automaton, " " + blanked + " "), (self.punctuation, " " + lower)):
@@ -158,18 +203,18 @@ class GatedRegexes:
             for end, entry in automaton.iter(haystack):  # boundaries at both ends of the note too
                 length, blank_first, _ = entries[entry]
                 start = end - length  # in `text`: the haystacks have one more character in front
-                pairs.add((entry, bisect.bisect_right(windows, start if start > 0 else 0) - 1))
+                pairs.add((bisect.bisect_right(windows, start if start > 0 else 0) - 1, entry))
                 if blank_first:  # the literal may start after the blank
-                    pairs.add((entry, bisect.bisect_right(windows, start + 1) - 1))
-        hits: dict[int, set[int]] = {}
-        for entry, window in pairs:
-            for index in entries[entry][2]:
-                found_in = hits.get(index)
-                if found_in is None:
-                    hits[index] = {window}
-                else:
-                    found_in.add(window)
-        return hits
+                    pairs.add((bisect.bisect_right(windows, start + 1) - 1, entry))
+        gated: dict[int, set[int]] = {}
+        for window, entry in pairs:
+            regexes = entries[entry][2]
+            tried = gated.get(window)
+            if tried is None:
+                gated[window] = set(regexes)
+            else:
+                tried.update(regexes)
+        return gated
 
 
 _NON_WORD = re.compile(r"\W")
@@ -188,19 +233,25 @@ class Scanner:
     def __init__(self, rules: RuleSet, target_patterns: list[str]):
         """`target_patterns`: one regex per target rule, in the order the target matcher holds them."""
         self.section_rules = list(rules.section_rules)
-        self.sections = GatedRegexes([rule.regex for rule in self.section_rules], min_literal=1)
-        self.targets = GatedRegexes([(p, re.IGNORECASE) for p in target_patterns])
+        self.sections = GatedRegexes([rule.regex for rule in self.section_rules], min_literal=1,
+                                     window_cache=WINDOW_CACHE)
+        self.targets = GatedRegexes([(p, re.IGNORECASE) for p in target_patterns], window_cache=WINDOW_CACHE)
         self.separator = "\n\n"  # `nlp.build` widens it to the widest look-behind of the ConText rules
+
+    def remember(self, windows: int) -> None:
+        """How many lines and sentences' matches to remember (0: none)."""
+        self.sections.recent = Recent(windows)
+        self.targets.recent = Recent(windows)
 
     def scan(self, text: str) -> Scan:
         """Sections, sentences and the segments that hold the target matches."""
         lower = text.lower()
         blanked = blank(lower)
-        section_matches = [(self.section_rules[i], m)
-                           for i, m in self.sections.matches(text, _line_starts(text), lower, blanked)]
+        section_matches = [(self.section_rules[i], start, end)
+                           for i, start, end in self.sections.matches(text, _line_starts(text), lower, blanked)]
         sections = tuple(sections_from_matches(text, section_matches))
         starts = sentence_starts(text, [s.start for s in sections])
-        found = [(i, m.start(), m.end()) for i, m in self.targets.matches(text, starts, lower, blanked)]
+        found = self.targets.matches(text, starts, lower, blanked)
         hit = set()
         for _, start, end in found:
             first = bisect.bisect_right(starts, start) - 1

@@ -149,3 +149,21 @@ def test_nlp_the_segment_cache_keeps_at_most_its_size(rules):
     small = Extractor(rules=rules, cache_size=10)
     list(small.pipe((n.note_id, n.text) for n in load_corpus()))
     assert len(small.cache) == 10 and small.cache.misses > 10
+
+
+def test_nlp_a_remembered_window_is_reused_only_where_look_behinds_see_the_same():
+    """The scanner remembers each line's and sentence's matches by the window's text and the characters
+    before it that a look-behind (or `\\b`, `^`) reads: the same window after other words is searched again."""
+    from pipeline.windows import GatedRegexes
+
+    patterns = [(r"(?<=ED\s)for\s+back\s+pain", 2), (r"(?<![\w/])foot\s+drop", 2), (r"^numb\w*", 2 | 8)]
+    cases = [("ED for back pain", [0, 3]), ("EX for back pain", [0, 3]), ("ED for back pain", [0, 3]),
+             ("L foot drop", [0, 2]), ("L/foot drop", [0, 2]), ("foot drop", [0]),
+             ("x\nnumbness", [0, 2]), ("xxnumbness", [0, 2]), ("numbness", [0])]
+    remembering, forgetting = GatedRegexes(patterns, window_cache=100), GatedRegexes(patterns)
+    found = []
+    for text, windows in cases:
+        found.append(remembering.matches(text, windows))
+        assert found[-1] == forgetting.matches(text, windows), text
+    assert [bool(f) for f in found] == [True, False, True, True, False, True, True, False, True]
+    assert remembering.recent.hits >= 1 and forgetting.recent.hits == 0
