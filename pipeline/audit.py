@@ -468,7 +468,8 @@ class OrderMatcher:
             current = self._by_id[i]
             if current is None or note.seq > current[0]:  # as a dict by note_id: the later note wins
                 self._by_id[i] = (note.seq, kept)
-        recency = _recency(note)
+        date, seq = _recency(note)
+        recency = date.toordinal() << 40 | seq  # one int orders as the pair does (seq < 2**40): less to keep
         for i in self._by_encounter.get(note.encounter_id, ()) if note.encounter_id else ():
             if _same_patient(self.orders[i], note):
                 current = self._encounter[i]

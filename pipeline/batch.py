@@ -364,15 +364,15 @@ class Parts:
             done["refs"] = [json.loads(ref) for ref in refs]
         return done
 
-    def notes_at(self, handles: list[tuple[int, int]]) -> Iterator[tuple[tuple[int, int], NoteRef]]:
-        """(handle, NoteRef) for (chunk, position) handles into the chunks' refs parts, a part at a time."""
-        by_chunk: dict[int, list[tuple[int, int]]] = {}
+    def notes_at(self, handles: list[int]) -> Iterator[tuple[int, NoteRef]]:
+        """(handle, NoteRef) for handles `chunk << 32 | position` into the chunks' refs parts, a part at a time."""
+        by_chunk: dict[int, list[int]] = {}
         for handle in handles:
-            by_chunk.setdefault(handle[0], []).append(handle)
+            by_chunk.setdefault(handle >> 32, []).append(handle)
         for chunk in sorted(by_chunk):
             refs = next(read_parts([self.part("refs", chunk)])).column("ref")
             for handle in by_chunk.pop(chunk):
-                yield handle, NoteRef.from_json(json.loads(refs[handle[1]].as_py()))
+                yield handle, NoteRef.from_json(json.loads(refs[handle & 0xFFFFFFFF].as_py()))
 
     def save_done(self, done: dict) -> None:
         """A chunk's done marker (written last: a marker means every part is there), its refs as a part."""
@@ -707,7 +707,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
             counts["extracted"] += done["counts"]["notes"] + done["counts"]["errors"]
         if matcher is not None:  # kept as where to read it again: its chunk's refs part, its row there
             for position, ref in enumerate(done["refs"]):
-                matcher.offer(NoteRef.from_json(ref), (done["chunk"], position))
+                matcher.offer(NoteRef.from_json(ref), done["chunk"] << 32 | position)
         bar.set(counts["notes"] + counts["errors"])
 
     read_clock = [0.0]
