@@ -453,6 +453,9 @@ class OrderMatcher:
                                (self._by_patient, order.patient_id)):
                 if key:
                     index.setdefault(key, []).append(i)
+        for index in (self._by_note, self._by_encounter, self._by_patient):  # kept to the end: as small as can be
+            for key, found in index.items():
+                index[key] = tuple(found)
         n = len(self.orders)
         # per order and rule: (how recent, the note or its handle)
         self._by_id: list[tuple | None] = [None] * n
@@ -492,7 +495,8 @@ class OrderMatcher:
         """The verdict rows, once: each order's row, then the missed_imaging rows of notes no lumbar order
         matched; `unmatched` holds the unmatched-order rows after. `load(handles)` gives (handle, NoteRef)
         for notes offered with handles, in any order. Candidates are let go as the orders are decided."""
-        decided = []  # (order index, the chosen note or its handle, how it matched)
+        decided = []  # (order index, the chosen note, how it matched)
+        waiting: dict = {}  # with `load`: the chosen note's handle: [(order index, how it matched)]
         self.unmatched = []
         for i, order in enumerate(self.orders):
             note, how = _choose(order, *(c[1] if c is not None else None
@@ -501,14 +505,12 @@ class OrderMatcher:
             self._by_id[i] = self._encounter[i] = self._window[i] = None
             if note is None:
                 self.unmatched.append({"order_id": order.order_id, "reason": how})
-            else:
+            elif load is None:
                 decided.append((i, note, how))
+            else:
+                waiting.setdefault(note, []).append((i, how))
         judged: Iterable[tuple] = decided
         if load is not None:  # each chosen note read once, however many orders chose it
-            waiting: dict = {}
-            for i, handle, how in decided:
-                waiting.setdefault(handle, []).append((i, how))
-            decided = []
             judged = ((i, note, how) for handle, note in load(list(waiting)) for i, how in waiting.pop(handle))
         imaged: set[str] = set()
         for i, note, how in judged:

@@ -478,6 +478,10 @@ def _malloc_trim():
 
 
 def _trim_heap() -> None:
+    """Hand freed memory back to the system: the C heap's (glibc) and Arrow's pool."""
+    import pyarrow
+
+    pyarrow.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -806,6 +810,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
     judged: Counter = Counter()
     if matcher is not None:
         clock = time.perf_counter()
+        _trim_heap()  # before the orders are judged and the tables published: what extraction left
         runs = _sorted_runs(matcher.rows(load=parts.notes_at), parts.root / "judged", schemas["audit"])
         missed = [parts.part("missed", i) for i in range(n_chunks)] + runs
         unmatched_rows = order_problems + matcher.unmatched
@@ -821,6 +826,7 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         if name == "audit":
             pieces = _counting(pieces, verdicts, editions_used, judged)
         paths[name] = str(_publish(out_dir, name, fmt, schemas[name], pieces, table_rows))
+        _trim_heap()
     if matcher is not None:
         warnings["order_date not a date"] += sum(order.order_date_invalid for order in orders)
         out_counts.update({"orders_read": len(orders) + len(order_problems),
@@ -1028,7 +1034,7 @@ def _sorted_runs(rows: Iterable[dict], folder: Path, schema, size: int = 2048) -
     return paths
 
 
-def _merge_sorted(rows: list[dict], paths: list[Path], tmp: Path, schema, fan_in: int = 64) -> Iterator[dict]:
+def _merge_sorted(rows: list[dict], paths: list[Path], tmp: Path, schema, fan_in: int = 16) -> Iterator[dict]:
     """`rows` and the rows of `paths` (each sorted by (note_id, order_id)) merged in that order, opening at
     most `fan_in` files at once (larger sets are merged into intermediate files first)."""
     level = 0
@@ -1042,7 +1048,7 @@ def _merge_sorted(rows: list[dict], paths: list[Path], tmp: Path, schema, fan_in
             with pq.ParquetWriter(out, schema) as writer:
                 stream = heapq.merge(*(_part_rows(p) for p in paths[start:start + fan_in]), key=audit_key)
                 for batch in _batched(stream, 4096):
-                    writer.write_table(to_arrow(batch, schema))
+                    writer.write_table(to_arrow(batch, schema), row_group_size=256)  # read back 256 at a time
             merged.append(out)
         paths, level = merged, level + 1
     yield from heapq.merge(sorted(rows, key=audit_key), *(_part_rows(p) for p in paths), key=audit_key)

@@ -94,9 +94,11 @@ def test_stream_every_note_ends_in_notes_or_errors_once(reference, inputs):
     assert not (out / "_parts").exists()
 
 
-def test_stream_chunked_run_gives_the_tables_of_a_single_chunk(reference, inputs, extractor, tmp_path):
+@pytest.mark.parametrize("chunk_size", [1, 10_000], ids=["a-chunk-a-note", "one-chunk"])
+def test_stream_chunked_run_gives_the_tables_of_a_single_chunk(reference, inputs, extractor, tmp_path, chunk_size):
+    """Also with a chunk per note: more sorted parts of the audit than are merged at once (`_merge_sorted`)."""
     notes, orders, _ = inputs
-    run(notes, tmp_path, orders_path=orders, extractor=extractor, jobs=1, chunk_size=10_000)
+    run(notes, tmp_path, orders_path=orders, extractor=extractor, jobs=1, chunk_size=chunk_size)
     for name in TABLES:
         pd.testing.assert_frame_equal(pd.read_parquet(reference[0] / name), pd.read_parquet(tmp_path / name))
     audit_table = pd.read_parquet(tmp_path / "audit.parquet")
