@@ -1,10 +1,13 @@
-"""What of a note the spaCy pipeline needs to see: the sentences that hold a target match.
+"""What of a note the spaCy pipeline needs to see: the segments, runs of sentences that hold a target match.
 
 ConText modifies targets only within their sentence, so a sentence without any target match
-cannot change a finding. `Scanner.prepare` finds sections, sentences and target matches on the raw
-text (each rule's regex run only where one of its required literals occurs, see `literals.py`),
-and keeps the sentences with a match as `pieces` of a shorter text. Tokenising, sentence marking
-and ConText then run on that text alone; `Window` maps every offset back to the note.
+cannot change a finding. `Scanner.scan` finds sections, sentences and target matches on the raw
+text (each rule's regex run only where one of its required literals occurs, see `literals.py`, and a
+line's or sentence's matches remembered for the next time the same text comes), and cuts the sentences
+with a match into `Segment`s. `Scanner.window` joins segments into one text with a separator no rule
+reads across, so each segment gives the same findings wherever it stands (which lets `extract.py`
+remember them); tokenising, sentence marking and ConText run on that text alone, and `Window` maps
+every offset back to the note.
 """
 from __future__ import annotations
 
