@@ -27,7 +27,7 @@ PLAIN = "Qqplainmarkerqq"
 SPAN = "qqspanmarkerqq"
 MARKERS = (PLAIN, SPAN)
 EVIDENCE_TABLES = ("findings", "notes", "audit")  # the tables that quote a note's words
-EVIDENCE_PARTS = ("findings", "notes", "missed", "refs", "merge")  # their pieces in DIR/_parts
+EVIDENCE_PARTS = ("findings", "notes", "missed", "refs", "judged", "merge")  # their pieces in DIR/_parts
 
 
 def _marked(text: str, n: int) -> str:
