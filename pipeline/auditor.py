@@ -16,9 +16,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import pandas as pd
 
 from .audit import DEFAULT_WINDOW_DAYS, OrderMatcher, parse_date
-from .findings import FINDING_FIELDS
 from .batch import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CHARS, NOTE_COLUMNS, ChunkSettings, NoteValidator, audit_key,
                     chunks_of, process_chunk, read_orders, table_schemas)
+from .findings import FINDING_FIELDS
 from .rules import load_rules
 from .scenarios import choose_edition
 from .sources import Renamer, open_source

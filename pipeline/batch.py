@@ -812,10 +812,10 @@ def run(notes_path: str | Path, out_dir: str | Path, fmt: str = "parquet", colum
         clock = time.perf_counter()
         _trim_heap()  # before the orders are judged and the tables published: what extraction left
         runs = _sorted_runs(matcher.rows(load=parts.notes_at), parts.root / "judged", schemas["audit"])
-        missed = [parts.part("missed", i) for i in range(n_chunks)] + runs
+        sorted_parts = [parts.part("missed", i) for i in range(n_chunks)] + runs
         unmatched_rows = order_problems + matcher.unmatched
         tables["audit"] = lambda: (to_arrow(batch, schemas["audit"]) for batch in _batched(
-            _merge_sorted([], missed, parts.root / "merge", schemas["audit"]), 4096))
+            _merge_sorted(sorted_parts, parts.root / "merge", schemas["audit"]), 4096))
         tables["unmatched_orders"] = lambda: [to_arrow(unmatched_rows, schemas["unmatched_orders"])]
         timings["audit"] = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -1034,9 +1034,9 @@ def _sorted_runs(rows: Iterable[dict], folder: Path, schema, size: int = 2048) -
     return paths
 
 
-def _merge_sorted(rows: list[dict], paths: list[Path], tmp: Path, schema, fan_in: int = 16) -> Iterator[dict]:
-    """`rows` and the rows of `paths` (each sorted by (note_id, order_id)) merged in that order, opening at
-    most `fan_in` files at once (larger sets are merged into intermediate files first)."""
+def _merge_sorted(paths: list[Path], tmp: Path, schema, fan_in: int = 16) -> Iterator[dict]:
+    """The rows of `paths` (each sorted by (note_id, order_id)) merged in that order, opening at most
+    `fan_in` files at once (larger sets are merged into intermediate files first)."""
     level = 0
     while len(paths) > fan_in:
         merged = []
@@ -1051,7 +1051,7 @@ def _merge_sorted(rows: list[dict], paths: list[Path], tmp: Path, schema, fan_in
                     writer.write_table(to_arrow(batch, schema), row_group_size=256)  # read back 256 at a time
             merged.append(out)
         paths, level = merged, level + 1
-    yield from heapq.merge(sorted(rows, key=audit_key), *(_part_rows(p) for p in paths), key=audit_key)
+    yield from heapq.merge(*(_part_rows(p) for p in paths), key=audit_key)
 
 
 def _counting(pieces: Iterable, verdicts: Counter, editions: Counter, judged: Counter) -> Iterator:

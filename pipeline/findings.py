@@ -194,11 +194,10 @@ def findings_from_doc(doc: Doc, note_id: str) -> list[Finding]:
     for start, end, rule, context in target_mentions(doc):
         if window:  # offsets in the note, not in the window's text
             start, end = window.to_note_span(start, end)
-            sent_start, sent_end = window.sentence_at(start)
+            sent_start, sent_end = window.scan.sentence_at(start)
         else:
             sent = doc.char_span(start, end, alignment_mode="expand").sent
             sent_start, sent_end = sent.start_char, sent.end_char
         mentions.append((start, end, sent_start, sent_end, rule, context))
-    if window:
-        return make_findings(note_id, window.text, window.sections, mentions)
-    return make_findings(note_id, doc.text, doc._.lbp_sections, mentions)
+    text, sections = (window.scan.text, window.scan.sections) if window else (doc.text, doc._.lbp_sections)
+    return make_findings(note_id, text, sections, mentions)

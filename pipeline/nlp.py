@@ -20,7 +20,6 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 
 from .findings import entities
-from .literals import lookbehind_width
 from .rules import RuleSet, load_rules
 from .sections import find_sections
 from .sentences import sentence_starts, set_sentence_starts
@@ -67,9 +66,9 @@ class WindowMarker:
     def __call__(self, doc: Doc) -> Doc:
         window = doc.user_data.get("lbp_window")  # a doc made from `window.reduced` (Extractor.pipe)
         if window is None:  # `doc.text` joins every token: read once, here
-            window = self.scanner.prepare(doc.text, keep_all=True)
+            window = self.scanner.whole(doc.text)
             doc.user_data["lbp_window"] = window
-        doc._.lbp_sections = window.sections
+        doc._.lbp_sections = window.scan.sections
         starts = set_sentence_starts(doc, window.kept_starts)
         doc.user_data["lbp_sentence_tokens"] = starts
         # `span.sent` would scan every token of the doc on each call (ConText asks once per modifier)
@@ -421,8 +420,7 @@ def build(rules: Optional[RuleSet] = None, rules_dir: Union[str, Path, None] = N
     if fast:
         _, gated = _medspacy_matcher(context)._MedspacyMatcher__regex_matcher.gate()  # before any fork
         # segments are joined by a blank line no look-behind reads across (`Scanner.window`)
-        widest = max((lookbehind_width(regex.pattern, regex.flags) for regex in gated.regexes), default=0)
-        nlp.get_pipe("lbp_windows").scanner.separator = "\n" * max(2, widest)
+        nlp.get_pipe("lbp_windows").scanner.separator = "\n" * max(2, gated.behind)
         _phrase_token_patterns(context, context_rules, nlp)
         _context_by_sentence(context)
     nlp.meta["lbp_rules_digest"] = ruleset.digest

@@ -25,8 +25,8 @@ import pandas as pd
 from . import __version__
 from .audit import NEEDS_IMAGING, VERDICTS, parse_date
 from .labels import LABELS
-from .tables import InputError, private_files, write_text
 from .orders import MODALITY_OF
+from .tables import InputError, private_files, write_text
 
 # Verdicts of a lumbar order matched to an in-scope note (the denominator of concordance and overuse).
 JUDGED = ("appropriate", "may_be_appropriate", "not_indicated", "wrong_modality", "wrong_protocol")

@@ -60,15 +60,14 @@ class Scan:
 
 @dataclass(frozen=True)
 class Window:
-    """The text a doc is made of: a whole note, or segments of one (`Scanner.window`).
+    """The text a doc is made of: a whole note, or segments of one (`Scanner.window`), and the `scan`
+    of the note it came from.
 
     `pieces` are (start, end, reduced_start): each segment in the note's offsets and where it begins in
     `reduced`. `kept_starts` are the sentence starts in `reduced`, the separators' included; `ranges`
     the (start, end) in `reduced` where a regex with no literal to gate it runs. `matches` are
     (rule_index, start, end) target matches in `reduced` offsets, in rule order."""
-    text: str
-    sections: tuple[Section, ...]
-    sentence_starts: tuple[int, ...]
+    scan: Scan
     kept_starts: tuple[int, ...]
     pieces: tuple[tuple[int, int, int], ...]
     reduced: str
@@ -88,10 +87,6 @@ class Window:
         """A `reduced` span in the note's offsets, cut at the end of the piece it starts in."""
         piece_start, piece_end, reduced_start = self.pieces[self.piece_of(start)]
         return piece_start + start - reduced_start, min(piece_start + end - reduced_start, piece_end)
-
-    def sentence_at(self, char: int) -> tuple[int, int]:
-        """(start, end) of the note's sentence holding offset `char`."""
-        return window_span(self.sentence_starts, bisect.bisect_right(self.sentence_starts, char) - 1, len(self.text))
 
 
 class Recent:
@@ -304,18 +299,14 @@ class Scanner:
             parts.append(separator)
             length += len(separator)
         matches.sort(key=lambda m: m[0])  # rule order, then text order (the sort is stable)
-        return Window(scan.text, scan.sections, scan.sentence_starts, tuple(kept), tuple(pieces),
-                      "".join(parts), tuple(matches), tuple(ranges), segments)
+        return Window(scan, tuple(kept), tuple(pieces), "".join(parts), tuple(matches), tuple(ranges), segments)
 
-    def prepare(self, text: str, keep_all: bool = False) -> Window:
-        """The note's window: every sentence of the text as it is when `keep_all`, else its segments."""
+    def whole(self, text: str) -> Window:
+        """The window of a whole note as it is: every sentence, no separators."""
         scan = self.scan(text)
-        if not keep_all:
-            return self.window(scan)
         matches = tuple(sorted(((i, seg.start + s, seg.start + e) for seg in scan.segments for i, s, e in seg.matches),
                                key=lambda m: m[0]))
-        return Window(text, scan.sections, scan.sentence_starts, scan.sentence_starts, ((0, len(text), 0),), text,
-                      matches, ((0, len(text)),))
+        return Window(scan, scan.sentence_starts, ((0, len(text), 0),), text, matches, ((0, len(text)),))
 
 
 def _line_starts(text: str) -> list[int]:
